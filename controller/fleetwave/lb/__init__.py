@@ -1,0 +1,1 @@
+"""Load-balancer drivers. One module per balancer behind :class:`base.LoadBalancer`."""
