@@ -17,6 +17,9 @@ import yaml
 
 from .errors import ConfigError
 
+# libyaml's parser is ~5x faster on large topologies; both build the same safe nodes.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass
 class YamlDocument:
@@ -62,7 +65,7 @@ def load_yaml(path: Path | str, *, text: str | None = None) -> YamlDocument:
             raise ConfigError("file not found", source=str(path)) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
-    loader = yaml.SafeLoader(text)
+    loader = _SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:

@@ -11,6 +11,7 @@ from fleetwave_agent.errors import (
 )
 
 __all__ = [
+    "AlarmSyntaxError",
     "ConfigError",
     "FleetwaveError",
     "IntegrityError",
@@ -42,3 +43,12 @@ class LoadBalancerError(FleetwaveError):
     """A load-balancer driver could not drain, return or read a server."""
 
     exit_code = 11
+
+
+class AlarmSyntaxError(ConfigError):
+    """An alarm expression does not parse. ``column`` is 1-based within ``expression``."""
+
+    def __init__(self, message: str, *, expression: str, column: int):
+        self.expression = expression
+        self.column = column
+        super().__init__(f"{message} at column {column} in {expression!r}")

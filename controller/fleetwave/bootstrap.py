@@ -1,0 +1,361 @@
+"""Install the agent on hosts over SSH with Fabric (``fleetwave agent install``).
+
+Per host, idempotently:
+
+1. a venv (``/opt/fleetwave-agent/venv``) with the fleetwave wheel installed;
+2. the trusted package-signing public keys and the agent config that names them;
+3. the deploy key in the deploy user's ``authorized_keys``, pinned to
+   ``command="<venv>/bin/fleetwave-agent rpc",restrict`` (an existing fleetwave line is
+   replaced, never duplicated; other lines are kept);
+4. the systemd unit, enabled and started where systemd runs.
+
+The pure part (what each file should contain, what differs) is separate from the
+Fabric part (read the host's state, apply only what differs), so a second run
+changes nothing and says so. Host keys are checked strictly: paramiko's
+``RejectPolicy`` with the configured known_hosts, never AutoAdd.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import ConfigError
+from .plan import HostRef
+
+#: Marks the authorized_keys line this tool owns, so a re-run replaces it.
+AUTHORIZED_KEY_MARK = "fleetwave-deploy"
+WHEEL_MARKER = ".fleetwave-wheel.sha256"
+DEFAULT_VENV = PurePosixPath("/opt/fleetwave-agent/venv")
+DEFAULT_CONFIG = PurePosixPath("/etc/fleetwave/agent.yaml")
+DEFAULT_KEYS_DIR = PurePosixPath("/etc/fleetwave/keys")
+DEFAULT_AGENT_ROOT = PurePosixPath("/var/lib/fleetwave")
+DEFAULT_UNIT_PATH = PurePosixPath("/etc/systemd/system/fleetwave-agent.service")
+
+
+class HostStatus(enum.Enum):
+    OK = "ok"  # nothing to change
+    CHANGED = "changed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    status: HostStatus
+    changes: tuple[str, ...] = ()
+    message: str = ""
+
+    def line(self) -> str:
+        """One report line: ``web-1: changed (venv, config)`` or the failure reason."""
+        if self.status is HostStatus.FAILED:
+            return f"{self.host}: failed: {self.message}"
+        if self.status is HostStatus.CHANGED:
+            return f"{self.host}: changed ({', '.join(self.changes)})" + (
+                f"; {self.message}" if self.message else ""
+            )
+        return f"{self.host}: ok (nothing to change)" + (
+            f"; {self.message}" if self.message else ""
+        )
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    """What to install and where. Paths are on the host unless named ``local_*``."""
+
+    local_wheel: Path
+    local_trusted_keys: tuple[Path, ...]
+    deploy_public_key: str  # one OpenSSH public key line
+    deploy_user: str = "fleetwave"
+    python: str = "python3"
+    venv: PurePosixPath = DEFAULT_VENV
+    config_path: PurePosixPath = DEFAULT_CONFIG
+    keys_dir: PurePosixPath = DEFAULT_KEYS_DIR
+    agent_root: PurePosixPath = DEFAULT_AGENT_ROOT
+    authorized_keys: PurePosixPath | None = None  # None: ~deploy_user/.ssh/authorized_keys
+    local_unit: Path | None = None  # packaging/fleetwave-agent.service
+    unit_path: PurePosixPath = DEFAULT_UNIT_PATH
+    pip_args: tuple[str, ...] = ()  # e.g. --no-index --find-links /srv/wheels
+    system_site_packages: bool = False
+
+    def agent_command(self) -> str:
+        return f"{self.venv}/bin/fleetwave-agent rpc"
+
+
+@dataclass(frozen=True)
+class AdminAccess:
+    """How Fabric logs in to install (not the deploy key, which is pinned to the agent)."""
+
+    user: str = "root"
+    identity: Path | None = None
+    known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Every file the host should have, by remote path."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    wheel_sha256: str = ""
+
+
+# ------------------------------------------------------------------- pure helpers
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def render_agent_config(options: BootstrapOptions) -> str:
+    """The agent config YAML naming the copied trusted keys."""
+    keys = "".join(f"  - {options.keys_dir / path.name}\n" for path in options.local_trusted_keys)
+    return (
+        "# Written by `fleetwave agent install`; re-running it overwrites this file.\n"
+        f"root: {options.agent_root}\n"
+        f"trusted_keys:\n{keys}"
+    )
+
+
+def pinned_key_line(options: BootstrapOptions) -> str:
+    """The authorized_keys line that lets the deploy key run only the agent's RPC."""
+    parts = options.deploy_public_key.split()
+    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        raise ConfigError(f"deploy public key is not an OpenSSH public key: {parts[:1]}")
+    command = options.agent_command().replace('"', '\\"')
+    return f'command="{command}",restrict {parts[0]} {parts[1]} {AUTHORIZED_KEY_MARK}'
+
+
+def pin_authorized_key(existing: str, line: str) -> str:
+    """``existing`` authorized_keys with our line replacing any earlier fleetwave line
+    (or the same key unpinned); every other line is kept as it was."""
+    key_blob = line.split()[-2]  # "... restrict TYPE BLOB MARK"
+    kept = [
+        current
+        for current in existing.splitlines()
+        if not current.rstrip().endswith(AUTHORIZED_KEY_MARK) and key_blob not in current.split()
+    ]
+    return "\n".join([*kept, line]) + "\n"
+
+
+def desired_state(options: BootstrapOptions, authorized_keys_now: str) -> Desired:
+    """Compute every file's wanted content from the options and the host's current
+    authorized_keys (the only file we merge rather than own)."""
+    files: dict[str, bytes] = {}
+    for path in options.local_trusted_keys:
+        files[str(options.keys_dir / path.name)] = _read_local(path, "trusted key")
+    files[str(options.config_path)] = render_agent_config(options).encode()
+    files[str(_authorized_keys_path(options))] = pin_authorized_key(
+        authorized_keys_now, pinned_key_line(options)
+    ).encode()
+    if options.local_unit is not None:
+        unit = _read_local(options.local_unit, "systemd unit").decode()
+        unit = unit.replace("/opt/fleetwave-agent/venv", str(options.venv))
+        files[str(options.unit_path)] = unit.encode()
+    return Desired(files, sha256(_read_local(options.local_wheel, "wheel")))
+
+
+def changed_files(desired: Desired, remote_digests: Mapping[str, str | None]) -> list[str]:
+    """Remote paths whose content differs from what is wanted."""
+    return [
+        path for path, data in desired.files.items() if remote_digests.get(path) != sha256(data)
+    ]
+
+
+def _authorized_keys_path(options: BootstrapOptions) -> PurePosixPath:
+    if options.authorized_keys is not None:
+        return options.authorized_keys
+    return PurePosixPath(f"~{options.deploy_user}/.ssh/authorized_keys")
+
+
+def _read_local(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+# ------------------------------------------------------------------- Fabric shell
+
+
+def install_agent(
+    hosts: Sequence[HostRef],
+    options: BootstrapOptions,
+    access: AdminAccess,
+    *,
+    workers: int = 10,
+    connect: Callable[[HostRef, AdminAccess], Any] | None = None,
+) -> list[HostResult]:
+    """Install on every host in parallel; one result per host, failures included."""
+    opener = connect or open_connection
+    # Read local inputs once, up front: a bad wheel or key path fails before any host.
+    desired_state(options, "")
+
+    def one(host: HostRef) -> HostResult:
+        try:
+            conn = opener(host, access)
+        except Exception as exc:
+            return HostResult(host.name, HostStatus.FAILED, message=_reason(exc))
+        try:
+            return _install_one(conn, host, options)
+        except Exception as exc:
+            return HostResult(host.name, HostStatus.FAILED, message=_reason(exc))
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(hosts) or 1))) as pool:
+        return list(pool.map(one, hosts))
+
+
+def open_connection(host: HostRef, access: AdminAccess) -> Any:
+    """A Fabric connection that refuses unknown or mismatched host keys."""
+    import paramiko  # type: ignore[import-untyped]
+    from fabric import Connection
+
+    known_hosts = access.known_hosts or Path("~/.ssh/known_hosts").expanduser()
+    if not known_hosts.is_file():
+        raise ConfigError(f"known_hosts file {known_hosts} does not exist")
+    connect_kwargs: dict[str, Any] = {"allow_agent": False, "look_for_keys": False}
+    if access.identity is not None:
+        connect_kwargs["key_filename"] = [str(access.identity)]
+    else:
+        connect_kwargs["look_for_keys"] = True
+    conn = Connection(
+        host.address,
+        user=access.user,
+        port=host.ssh_port or 22,
+        connect_timeout=access.connect_timeout_s,
+        connect_kwargs=connect_kwargs,
+    )
+    # Fabric defaults to AutoAddPolicy; a deployer must never trust on first use.
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    conn.client.load_host_keys(str(known_hosts))
+    return conn
+
+
+def _run(conn: Any, command: str, sudo: bool) -> str:
+    result = conn.run(("sudo -n " if sudo else "") + command, hide=True, warn=True, in_stream=False)
+    if result.exited != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"`{command.split()[0]}` exited {result.exited}: {tail[0]}")
+    return str(result.stdout)
+
+
+def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostResult:
+    sudo = conn.user != "root"
+    q = shlex.quote
+    auth_path = _authorized_keys_path(options)
+    if options.authorized_keys is None:
+        home = _run(conn, f"getent passwd {q(options.deploy_user)} | cut -d: -f6", sudo).strip()
+        if not home:
+            raise RuntimeError(f"deploy user {options.deploy_user!r} does not exist")
+        auth_path = PurePosixPath(home) / ".ssh/authorized_keys"
+        options = _with_auth_path(options, auth_path)
+    current_auth = _run(conn, f"cat {q(str(auth_path))} 2>/dev/null || true", sudo)
+    desired = desired_state(options, current_auth)
+    marker = options.venv / WHEEL_MARKER
+    paths = [*desired.files, str(marker)]
+    probe = " ".join(q(p) for p in paths)
+    script = (
+        'for f in "$@"; do if [ -f "$f" ]; then '
+        'echo "$(sha256sum < "$f" | cut -c1-64) $f"; else echo "- $f"; fi; done; '
+        "[ -d /run/systemd/system ] && echo systemd; true"
+    )
+    out = _run(conn, f"sh -c {q(script)} sh {probe}", sudo)
+    digests: dict[str, str | None] = {}
+    systemd = False
+    for line in out.splitlines():
+        if line == "systemd":
+            systemd = True
+            continue
+        digest, _, path = line.partition(" ")
+        digests[path] = None if digest == "-" else digest
+    marker_text = _run(conn, f"cat {q(str(marker))} 2>/dev/null || true", sudo).strip()
+
+    changes: list[str] = []
+    if marker_text != desired.wheel_sha256:
+        _install_wheel(conn, options, desired.wheel_sha256, sudo)
+        changes.append("agent wheel")
+    for path in changed_files(desired, digests):
+        _put_file(conn, path, desired.files[path], sudo, private=path == str(auth_path))
+        changes.append(path)
+    message = ""
+    unit_changed = str(options.unit_path) in changes
+    if options.local_unit is not None:
+        if systemd:
+            if unit_changed or changes:
+                _run(conn, "systemctl daemon-reload", sudo)
+                _run(conn, "systemctl enable fleetwave-agent.service", sudo)
+                _run(conn, "systemctl restart fleetwave-agent.service", sudo)
+                changes.append("service restarted")
+        else:
+            message = (
+                "no systemd on this host: start the agent's exporter with "
+                f"`{options.venv}/bin/fleetwave-agent --config {options.config_path} serve` "
+                "under your init system"
+            )
+    status = HostStatus.CHANGED if changes else HostStatus.OK
+    return HostResult(host.name, status, tuple(changes), message)
+
+
+def _with_auth_path(options: BootstrapOptions, path: PurePosixPath) -> BootstrapOptions:
+    from dataclasses import replace
+
+    return replace(options, authorized_keys=path)
+
+
+def _install_wheel(conn: Any, options: BootstrapOptions, wheel_sha: str, sudo: bool) -> None:
+    q = shlex.quote
+    venv = str(options.venv)
+    remote_wheel = f"{options.venv.parent}/{options.local_wheel.name}"
+    _run(conn, f"mkdir -p {q(str(options.venv.parent))}", sudo)
+    if not sudo:
+        conn.put(str(options.local_wheel), remote_wheel)
+    else:
+        tmp = f"/tmp/{options.local_wheel.name}"
+        conn.put(str(options.local_wheel), tmp)
+        _run(conn, f"mv -f {q(tmp)} {q(remote_wheel)}", sudo)
+    site = " --system-site-packages" if options.system_site_packages else ""
+    _run(conn, f"test -x {q(venv)}/bin/python || {q(options.python)} -m venv{site} {q(venv)}", sudo)
+    pip = f"{q(venv)}/bin/pip install --quiet --disable-pip-version-check"
+    extra = " ".join(q(a) for a in options.pip_args)
+    _run(conn, f"{pip} {extra} {q(remote_wheel)}", sudo)
+    # Same version, new build: the first install skips it, so force the wheel itself.
+    _run(conn, f"{pip} {extra} --no-deps --force-reinstall {q(remote_wheel)}", sudo)
+    _run(conn, f"sh -c 'echo {wheel_sha} > {q(venv)}/{WHEEL_MARKER}'", sudo)
+
+
+def _put_file(conn: Any, path: str, data: bytes, sudo: bool, *, private: bool) -> None:
+    q = shlex.quote
+    parent = str(PurePosixPath(path).parent)
+    tmp = f"/tmp/.fleetwave-{sha256(path.encode())[:16]}"
+    conn.put(io.BytesIO(data), tmp)
+    mode = "600" if private else "644"
+    _run(
+        conn,
+        f"sh -c 'mkdir -p {q(parent)} && chmod {mode} {q(tmp)} && mv -f {q(tmp)} {q(path)}'",
+        sudo,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming why a host failed, without library tracebacks."""
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()
+    detail = text[0] if text else ""
+    if name == "BadHostKeyException":
+        return "host key does not match known_hosts"
+    if name == "SSHException" and "not found in known_hosts" in detail:
+        return "host is not in known_hosts (host keys are never added automatically)"
+    if name == "AuthenticationException":
+        return "admin login refused"
+    if isinstance(exc, TimeoutError | OSError):
+        return f"cannot connect: {detail or name}"
+    return f"{detail or name}"
