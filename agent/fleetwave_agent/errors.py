@@ -122,3 +122,16 @@ class LockedError(FleetwaveError):
     """Another process holds a lock this operation needs; the message names the holder."""
 
     exit_code = 9
+
+
+class RolledBackError(FleetwaveError):
+    """A new release failed ``validate`` or its health checks; the agent rolled itself back.
+
+    ``result`` is the operation record (``rolled_back``, ``reason``, hooks, health).
+    """
+
+    exit_code = 10
+
+    def __init__(self, message: str, *, result: dict[str, object] | None = None):
+        self.result = result or {}
+        super().__init__(message)

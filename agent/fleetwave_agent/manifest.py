@@ -172,10 +172,14 @@ class Manifest:
     def from_bytes(cls, raw: bytes) -> Manifest:
         try:
             data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise PackageError(f"manifest is not valid JSON: {exc}") from None
         manifest = cls.from_dict(data)
-        if manifest.canonical_bytes() != raw:
+        try:
+            canonical = manifest.canonical_bytes()
+        except UnicodeEncodeError:  # an escaped lone surrogate decodes but never re-encodes
+            raise PackageError("manifest holds text that is not valid UTF-8") from None
+        if canonical != raw:
             raise PackageError("manifest is not in canonical form")
         return manifest
 
@@ -304,14 +308,21 @@ def _health_from_dict(data: Any, index: int) -> HealthCheckSpec:
     if kind not in ("http", "tcp", "command"):
         raise PackageError(f"{where}.kind: must be http, tcp or command")
     argv_raw = obj.get("argv", [])
-    argv = _argv(argv_raw, where) if kind == "command" else tuple(argv_raw)
+    if kind == "command":
+        argv = _argv(argv_raw, where)
+    elif argv_raw == []:
+        argv = ()
+    else:
+        raise PackageError(f"{where}.argv: only command checks take argv")
+    defaults = {"url": "", "expect_status": 200, "host": "127.0.0.1", "port": 0}
+    obj = {**defaults, **obj}
     check = HealthCheckSpec(
         name=_str(obj, "name", where),
         kind=kind,
-        url=str(obj.get("url", "")),
-        expect_status=int(obj.get("expect_status", 200)),
-        host=str(obj.get("host", "127.0.0.1")),
-        port=int(obj.get("port", 0)),
+        url=_str(obj, "url", where),
+        expect_status=_int(obj, "expect_status", where),
+        host=_str(obj, "host", where),
+        port=_int(obj, "port", where),
         argv=argv,
         timeout_ms=_int(obj, "timeout_ms", where, 1),
         interval_ms=_int(obj, "interval_ms", where, 1),

@@ -1,0 +1,228 @@
+"""The ``fleetwave-agent`` command line.
+
+``fleetwave-agent [--config FILE] [--root DIR] [--trust PUBKEY]... [--debug] COMMAND``
+
+``--root`` and ``--trust`` suffice to run any command without a config file. Every
+failure prints one line ``fleetwave-agent: error: ...`` and exits with the error's
+exit code (see ``errors.py``); ``--debug`` prints the traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import FleetwaveError, IntegrityError, StoreError
+
+PROG = "fleetwave-agent"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="fleetwave host agent: install, roll back and report releases."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--config", type=Path, help="agent config (default /etc/fleetwave/agent.yaml)"
+    )
+    parser.add_argument("--root", type=Path, help="agent root directory (overrides the config)")
+    parser.add_argument(
+        "--trust",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PUBKEY",
+        help="trusted public key; repeatable; replaces the config's list",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("install", help="verify, stage and switch to a package, with hooks")
+    p.add_argument("package", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_install)
+
+    p = sub.add_parser("activate", help="switch to an installed release, with hooks")
+    p.add_argument("version")
+    p.add_argument("--name", help="package name, when the root holds several")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_activate)
+
+    p = sub.add_parser("rollback", help="go back to the previous release (local, no download)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_rollback)
+
+    p = sub.add_parser("status", help="current and previous release, last operation, health")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-health", action="store_true", help="do not probe health checks")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("verify-installed", help="report files changed since install")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_verify_installed)
+
+    p = sub.add_parser("gc", help="remove old releases beyond keep_releases")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_gc)
+
+    p = sub.add_parser("serve", help="run the Prometheus exporter (foreground)")
+    p.add_argument("--listen", help="address to listen on (overrides the config)")
+    p.add_argument("--port", type=int, help="port to listen on (overrides the config)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("rpc", help="serve the agent RPC protocol on stdin/stdout")
+    p.set_defaults(func=_rpc)
+    return parser
+
+
+def _agent(args: argparse.Namespace) -> Any:
+    from .config import load_config
+    from .operations import Agent
+
+    root = args.root.absolute() if args.root else None
+    trust = [t.absolute() for t in args.trust]
+    return Agent(load_config(args.config, root=root, trust=trust))
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(text)
+
+
+def _describe(record: dict[str, Any]) -> str:
+    verb = {"install": "installed", "activate": "activated", "rollback": "rolled back to"}
+    if record.get("outcome") == "unchanged":
+        return f"{record.get('version')} is already current; nothing to do"
+    was = record.get("previous_version")
+    text = f"{verb.get(record['op'], record['op'])} {record.get('version')}"
+    text += f" (was {was})" if was else ""
+    return text + f" in {record.get('duration_s', 0):.2f}s"
+
+
+def _warn(record: dict[str, Any]) -> None:
+    for warning in record.get("warnings", []):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+
+
+def _install(args: argparse.Namespace) -> int:
+    record = _agent(args).install(args.package.absolute())
+    _warn(record)
+    _emit(args, record, _describe(record))
+    return 0
+
+
+def _activate(args: argparse.Namespace) -> int:
+    record = _agent(args).activate(args.version, args.name)
+    _warn(record)
+    _emit(args, record, _describe(record))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    record = _agent(args).rollback()
+    _warn(record)
+    _emit(args, record, _describe(record))
+    return 0
+
+
+def _release_line(label: str, rel: dict[str, Any] | None) -> str:
+    if rel is None:
+        return f"{label:<10} -"
+    return f"{label:<10} {rel['name']} {rel['version']}  ({rel['package_id'][:12]})"
+
+
+def _status(args: argparse.Namespace) -> int:
+    data = _agent(args).status(probe_health=not args.no_health)
+    lines = [
+        f"root       {data['root']}",
+        _release_line("current", data["current"]),
+        _release_line("previous", data["previous"]),
+        "releases   " + (", ".join(r["version"] for r in data["releases"]) or "-"),
+    ]
+    last = data["last_operation"]
+    if last:
+        extra = f" (rolled back: {last['reason']})" if last.get("rolled_back") else ""
+        if last.get("outcome") == "failed":
+            extra = f" ({last.get('reason')})"
+        version = f" {last['version']}" if last.get("version") else ""
+        lines.append(f"last op    {last['op']}{version}: {last['outcome']}{extra}")
+    for check in data["health"]:
+        state = "ok" if check["ok"] else "FAILING"
+        lines.append(f"health     {check['name']}: {state} ({check['detail']})")
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def _verify_installed(args: argparse.Namespace) -> int:
+    data = _agent(args).verify_installed()
+    if data["ok"]:
+        _emit(args, data, f"{data['version']}: no drift since install")
+        return 0
+    _emit(args, data, "\n".join(data["drift"]))
+    print(
+        f"{PROG}: error: {data['version']}: {len(data['drift'])} file(s) changed since install",
+        file=sys.stderr,
+    )
+    return IntegrityError.exit_code
+
+
+def _gc(args: argparse.Namespace) -> int:
+    data = _agent(args).gc()
+    removed = [r["version"] for r in data["removed"]]
+    _emit(args, data, "removed " + ", ".join(removed) if removed else "nothing to remove")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .exporter import serve
+
+    agent = _agent(args)
+    return serve(agent, listen=args.listen, port=args.port)
+
+
+def _rpc(args: argparse.Namespace) -> int:
+    from .rpc import RpcServer, serve_stdio
+
+    # The protocol owns fd 1: point fd 1 (and sys.stdout) at stderr so a stray print or
+    # child process can never corrupt the stream.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    with out:
+        return serve_stdio(RpcServer(_agent(args)), sys.stdin.buffer, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fleetwave-agent`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except FleetwaveError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # e.g. the root is not writable: still one line, no traceback
+        if args.debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{PROG}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return StoreError.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Install, activate and roll back releases: hooks, the switch, health, self-rollback.
+
+Order of an install (``activate`` is the same without staging)::
+
+    stage (verify + extract; the running app is untouched)
+    -> previous release's ``stop`` (fenced: time-boxed; ``stop_failure`` policy)
+    -> ``before_install`` -> switch ``current`` -> ``after_install`` -> ``start``
+    -> ``validate`` -> health checks
+
+Staging comes before ``stop`` on purpose: a package refused at verification must never
+stop the app that is serving. A failure before the switch restarts the previous
+release and changes nothing else. A failure after the switch makes the agent roll
+itself back (stop new -> switch back -> start previous -> health) and raise
+:class:`RolledBackError`, whose record says ``rolled_back: true`` and why.
+
+Every mutating operation holds the store lock, runs ``recover()`` first, and leaves a
+record under ``ROOT/ops`` (see :mod:`oplog`). Rollback never re-verifies files: the
+release directory is read-only and was verified at install.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import health, hooks
+from .config import AgentConfig, StopFailurePolicy
+from .errors import (
+    ConfigError,
+    FleetwaveError,
+    HookError,
+    PackageError,
+    ReleaseNotFoundError,
+    RolledBackError,
+    RpcProtocolError,
+    SizeLimitError,
+    UsageError,
+)
+from .keys import Keyring
+from .oplog import OperationLog, OperationRecord, Outcome
+from .package import Limits, read_manifest
+from .store import Release, ReleaseStore
+
+_PACKAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+class ByteSource(Protocol):
+    def read(self, n: int = ..., /) -> bytes: ...
+
+
+def release_summary(release: Release | None) -> dict[str, Any] | None:
+    if release is None:
+        return None
+    return {
+        "name": release.name,
+        "version": release.version,
+        "package_id": release.package_id,
+        "path": str(release.path),
+    }
+
+
+class Agent:
+    """The agent's operations on one root; what the CLI and the RPC server call."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        store: ReleaseStore | None = None,
+    ) -> None:
+        self.config = config
+        self.root = config.root
+        self.clock = clock
+        self.store = store or ReleaseStore(config.root, keep=config.keep_releases)
+        self.oplog = OperationLog(config.root)
+        self.limits = Limits(**config.limits)
+        self._keyring: Keyring | None = None
+
+    @property
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            if not self.config.trusted_keys:
+                raise ConfigError(
+                    "no trusted keys: give --trust PUBKEY or trusted_keys in the config",
+                    source=self.config.source,
+                    key_path="trusted_keys",
+                )
+            self._keyring = Keyring.from_paths(
+                self.config.trusted_keys, self.config.revoked_key_ids
+            )
+        return self._keyring
+
+    # -- mutating operations -------------------------------------------------------
+
+    def install(self, package: Path) -> dict[str, Any]:
+        """Verify, stage and switch to ``package``; see the module docstring for order."""
+        if not package.is_file():
+            raise UsageError(f"{package}: no such package file")
+        keyring = self.keyring  # config problems surface before anything is touched
+        with self._operation("install") as record:
+            # stage() verifies signature and payload even for an id already installed,
+            # so a tampered copy of an installed package is refused there.
+            release = self.store.stage(package, keyring, now=self.clock(), limits=self.limits)
+            self._transition(record, release)
+        return record.to_dict()
+
+    def install_package_id(self, package_id: str) -> dict[str, Any]:
+        """Install an uploaded package, or re-activate an installed one with this id."""
+        _check_package_id(package_id)
+        incoming = self.store.incoming_path(package_id)
+        if incoming.is_file():
+            return self.install(incoming)
+        for release in self.store.releases():
+            if release.package_id == package_id:
+                return self._activate_release("install", release)
+        raise ReleaseNotFoundError(f"package {package_id[:12]} was neither uploaded nor installed")
+
+    def activate(self, version: str, name: str | None = None) -> dict[str, Any]:
+        """Switch to an installed release, with hooks and health checks."""
+        return self._activate_release("activate", self.store.get(version, name))
+
+    def _activate_release(self, op: str, release: Release) -> dict[str, Any]:
+        with self._operation(op) as record:
+            self._transition(record, release)
+        return record.to_dict()
+
+    def rollback(self) -> dict[str, Any]:
+        """Back to the previous release, locally: stop -> switch -> start -> health."""
+        with self._operation("rollback") as record:
+            current = self.store.current()
+            target = self.store.previous()
+            if target is None:
+                raise ReleaseNotFoundError("no previous release to roll back to")
+            record.version, record.package_id = target.version, target.package_id
+            record.previous_version = current.version if current else None
+            if current is not None:
+                self._stop_fenced(record, current, target)
+            self.store.switch(target)
+            record.current_version = target.version
+            self._hook(record, "start", target, current, raise_on_failure=True)
+            self._health(record, target, raise_on_failure=True)
+            record.outcome = Outcome.OK
+        return record.to_dict()
+
+    def gc(self) -> dict[str, Any]:
+        """Remove releases beyond ``keep_releases`` (never current or previous)."""
+        with self.store.lock():
+            self.store.recover()
+            removed = self.store.gc()
+        return {"removed": [release_summary(r) for r in removed]}
+
+    # -- uploads -------------------------------------------------------------------
+
+    def has_package(self, package_id: str) -> bool:
+        _check_package_id(package_id)
+        return self.store.has_package(package_id)
+
+    def receive_upload(self, package_id: str, size: int, body: ByteSource) -> dict[str, Any]:
+        """Store exactly ``size`` bytes from ``body`` as the package ``package_id``.
+
+        Written to a temp file, fsynced, checked (its manifest must have this id) and
+        renamed into place. A package already present is not stored again; the caller
+        is expected to have asked :meth:`has_package` first so no bytes are sent at all.
+        """
+        _check_package_id(package_id)
+        if self.store.has_package(package_id):
+            return {"stored": False, "present": True}
+        if size > self.limits.max_package_bytes:
+            raise SizeLimitError(
+                f"upload of {size} bytes exceeds max_package_bytes={self.limits.max_package_bytes}"
+            )
+        final = self.store.incoming_path(package_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
+        try:
+            with open(tmp, "wb") as out:
+                left = size
+                while left:
+                    chunk = body.read(min(_CHUNK, left))
+                    if not chunk:
+                        raise RpcProtocolError(f"upload ended after {size - left} of {size} bytes")
+                    out.write(chunk)
+                    left -= len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            actual = read_manifest(tmp).package_id
+            if actual != package_id:
+                raise PackageError(
+                    f"uploaded package is {actual[:12]}, not the announced {package_id[:12]}"
+                )
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return {"stored": True, "present": True, "bytes": size}
+
+    # -- read-only -----------------------------------------------------------------
+
+    def status(self, *, probe_health: bool = True) -> dict[str, Any]:
+        """Current and previous release, kept releases, last operation, health now."""
+        current = self.store.current()
+        checks: list[dict[str, Any]] = []
+        if probe_health and current is not None:
+            for spec in current.manifest.health_checks:
+                outcome = health.probe(spec, cwd=current.path, env=self.health_env(current))
+                checks.append(
+                    {
+                        "name": spec.name,
+                        "kind": spec.kind,
+                        "ok": outcome.ok,
+                        "latency_s": round(outcome.latency_s, 4),
+                        "detail": outcome.detail,
+                    }
+                )
+        return {
+            "root": str(self.root),
+            "current": release_summary(current),
+            "previous": release_summary(self.store.previous()),
+            "releases": [release_summary(r) for r in self.store.releases()],
+            "last_operation": self.oplog.last(),
+            "health": checks,
+            "healthy": all(c["ok"] for c in checks),
+        }
+
+    def health_env(self, release: Release) -> dict[str, str]:
+        """Environment of command health checks: the hooks' one, ``FLEETWAVE_HOOK=health``."""
+        ctx = hooks.HookContext(
+            operation="health",
+            operation_id="",
+            root=self.root,
+            name=release.name,
+            version=release.version,
+            package_id=release.package_id,
+            release_dir=release.path,
+        )
+        return hooks.hook_env("health", ctx)
+
+    def verify_installed(self) -> dict[str, Any]:
+        """Files of the current release changed, added or removed since install."""
+        current = self.store.current()
+        if current is None:
+            raise ReleaseNotFoundError("no current release to verify")
+        drift = self.store.verify_installed(current)
+        return {"version": current.version, "ok": not drift, "drift": list(drift)}
+
+    # -- the install sequence --------------------------------------------------------
+
+    @contextmanager
+    def _operation(self, op: str) -> Iterator[OperationRecord]:
+        with self.store.lock():
+            record = OperationRecord(op=op, started=self.clock())
+            record.recovered = self.store.recover()
+            began = time.monotonic()
+            self.oplog.begin(record)
+            try:
+                yield record
+            except FleetwaveError as exc:
+                if record.outcome is not Outcome.ROLLED_BACK:
+                    record.outcome = Outcome.FAILED
+                record.reason = record.reason or str(exc)
+                record.error = {
+                    "type": type(exc).__name__,
+                    "message": str(exc),
+                    "exit_code": exc.exit_code,
+                }
+                raise
+            finally:
+                record.duration_s = time.monotonic() - began
+                if record.current_version is None:
+                    current = self.store.current()
+                    record.current_version = current.version if current else None
+                self.oplog.finish(record)
+
+    def _transition(self, record: OperationRecord, target: Release) -> None:
+        current = self.store.current()
+        record.version, record.package_id = target.version, target.package_id
+        record.previous_version = current.version if current else None
+        if current is not None and current.package_id == target.package_id:
+            record.outcome = Outcome.UNCHANGED
+            record.current_version = current.version
+            return
+        if current is not None:
+            self._stop_fenced(record, current, target)
+        try:
+            self._hook(record, "before_install", target, current, raise_on_failure=True)
+        except HookError:
+            if current is not None:  # undo the stop: the old release keeps serving
+                self._hook(record, "start", current, target, raise_on_failure=False)
+            raise
+        self.store.switch(target)
+        record.current_version = target.version
+        try:
+            for name in ("after_install", "start", "validate"):
+                self._hook(record, name, target, current, raise_on_failure=True)
+            self._health(record, target, raise_on_failure=True)
+        except FleetwaveError as exc:
+            self._self_rollback(record, target, current, exc)
+        record.outcome = Outcome.OK
+
+    def _self_rollback(
+        self,
+        record: OperationRecord,
+        failed: Release,
+        previous: Release | None,
+        cause: FleetwaveError,
+    ) -> None:
+        record.reason = str(cause)
+        self._hook(record, "stop", failed, previous, raise_on_failure=False, fenced=True)
+        if previous is None:
+            raise type(cause)(
+                *_error_args(cause, f"{cause}; no previous release to roll back to")
+            ) from cause
+        self.store.switch(previous)
+        record.current_version = previous.version
+        record.rolled_back = True
+        record.outcome = Outcome.ROLLED_BACK
+        problems = []
+        start = self._hook(record, "start", previous, failed, raise_on_failure=False)
+        if start is not None and not start.ok:
+            problems.append(f"its start hook {start.describe()}")
+        results = self._health(record, previous, raise_on_failure=False)
+        problems += [f"health check {r.name!r} failed" for r in results if not r.ok]
+        after = f" but {'; '.join(problems)}" if problems else ""
+        raise RolledBackError(
+            f"{failed.version} failed ({cause}); rolled back to {previous.version}{after}",
+            result=record.to_dict(),
+        )
+
+    def _stop_fenced(self, record: OperationRecord, current: Release, other: Release) -> None:
+        result = self._hook(record, "stop", current, other, raise_on_failure=False, fenced=True)
+        if result is None or result.ok:
+            return
+        message = f"stop hook of {current.version} {result.describe()} (log: {result.log_path})"
+        if self.config.stop_failure is StopFailurePolicy.ABORT:
+            raise HookError("stop", f"of {current.version} {result.describe()}; stop_failure=abort")
+        record.warnings.append(message + "; continuing (stop_failure=continue)")
+
+    def _hook(
+        self,
+        record: OperationRecord,
+        name: str,
+        release: Release,
+        other: Release | None,
+        *,
+        raise_on_failure: bool,
+        fenced: bool = False,
+    ) -> hooks.HookResult | None:
+        spec = release.manifest.hooks.get(name)
+        if spec is None:
+            return None
+        ctx = hooks.HookContext(
+            operation=record.op,
+            operation_id=record.id,
+            root=self.root,
+            name=release.name,
+            version=release.version,
+            package_id=release.package_id,
+            release_dir=release.path,
+            previous_version=other.version if other else "",
+        )
+        log = self.oplog.hook_log(record, len(record.hooks), name, release.version)
+        result = hooks.run_hook(
+            name,
+            spec,
+            ctx,
+            log,
+            max_output_bytes=self.config.hook_output_max_bytes,
+            timeout_s=self.config.stop_timeout_s if fenced else None,
+        )
+        record.hooks.append(result.to_dict())
+        if raise_on_failure:
+            hooks.raise_for(result)
+        return result
+
+    def _health(
+        self, record: OperationRecord, release: Release, *, raise_on_failure: bool
+    ) -> list[health.CheckResult]:
+        results = health.run_checks(
+            release.manifest.health_checks, cwd=release.path, env=self.health_env(release)
+        )
+        record.health = [r.to_dict() for r in results]
+        if raise_on_failure:
+            health.raise_for(results)
+        return results
+
+
+def _error_args(exc: FleetwaveError, message: str) -> tuple[Any, ...]:
+    # HookError takes (hook, message); the others take one message.
+    if isinstance(exc, HookError):
+        return (exc.hook, message.removeprefix(f"hook {exc.hook!r} "))
+    return (message,)
+
+
+def _check_package_id(package_id: Any) -> None:
+    if not isinstance(package_id, str) or not _PACKAGE_ID_RE.fullmatch(package_id):
+        raise UsageError(f"not a package id (64 lower-case hex digits): {package_id!r}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

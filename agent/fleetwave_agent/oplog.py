@@ -1,0 +1,131 @@
+"""The agent's operation records under ``ROOT/ops``.
+
+* ``last.json``: the last operation (written atomically at start, as ``running``,
+  and again when it ends), so ``status`` can say what happened even after a crash.
+* ``log.jsonl``: one line per finished operation, append-only; the exporter counts
+  installs and rollbacks from it, so operations run by the CLI or RPC show up.
+* ``<operation id>/``: the captured output of each hook that operation ran; only the
+  newest :data:`KEEP_OPERATION_DIRS` are kept.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KEEP_OPERATION_DIRS = 20
+
+
+def new_operation_id() -> str:
+    """Sortable by start time (UTC), unique: ``20250101T120000Z-1a2b3c4d``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+class Outcome(enum.Enum):
+    RUNNING = "running"
+    OK = "ok"
+    UNCHANGED = "unchanged"  # the target was already current
+    ROLLED_BACK = "rolled_back"  # failed after the switch; the agent put the old release back
+    FAILED = "failed"
+
+
+@dataclass
+class OperationRecord:
+    """Mutable while the operation runs; :meth:`to_dict` is what is stored and returned."""
+
+    op: str
+    id: str = field(default_factory=new_operation_id)
+    started: float = field(default_factory=time.time)
+    outcome: Outcome = Outcome.RUNNING
+    version: str | None = None
+    package_id: str | None = None
+    previous_version: str | None = None
+    current_version: str | None = None
+    rolled_back: bool = False
+    reason: str = ""
+    duration_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    hooks: list[dict[str, Any]] = field(default_factory=list)
+    health: list[dict[str, Any]] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "op": self.op,
+            "outcome": self.outcome.value,
+            "ok": self.outcome in (Outcome.OK, Outcome.UNCHANGED),
+            "started": self.started,
+            "duration_s": round(self.duration_s, 4),
+            "version": self.version,
+            "package_id": self.package_id,
+            "previous_version": self.previous_version,
+            "current_version": self.current_version,
+            "rolled_back": self.rolled_back,
+            "reason": self.reason,
+            "warnings": list(self.warnings),
+            "hooks": list(self.hooks),
+            "health": list(self.health),
+            "recovered": list(self.recovered),
+            "error": self.error,
+        }
+
+
+class OperationLog:
+    """Reads and writes the records under ``ROOT/ops``."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "ops"
+        self.last_path = self.dir / "last.json"
+        self.log_path = self.dir / "log.jsonl"
+
+    def hook_log(self, record: OperationRecord, index: int, hook: str, version: str) -> Path:
+        return self.dir / record.id / f"{index:02d}-{hook}-{version}.log"
+
+    def begin(self, record: OperationRecord) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_last(record.to_dict())
+
+    def finish(self, record: OperationRecord) -> None:
+        data = record.to_dict()
+        self._write_last(data)
+        summary = {
+            k: data[k]
+            for k in ("id", "op", "outcome", "version", "rolled_back", "duration_s", "started")
+        }
+        line = (json.dumps(summary, sort_keys=True) + "\n").encode()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write() of one short line: appends never interleave
+        finally:
+            os.close(fd)
+        self._prune()
+
+    def last(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.last_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write_last(self, data: dict[str, Any]) -> None:
+        tmp = self.last_path.with_name(f".last.json.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.last_path)
+
+    def _prune(self) -> None:
+        dirs = sorted(p for p in self.dir.iterdir() if p.is_dir())
+        for old in dirs[:-KEEP_OPERATION_DIRS]:
+            shutil.rmtree(old, ignore_errors=True)
