@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .durations import parse_duration
 from .yamlsrc import YamlDocument, join_path, load_yaml
 
 DEFAULT_CONFIG_PATH = Path("/etc/fleetwave/agent.yaml")
@@ -39,7 +40,6 @@ DEFAULT_ACCESS_LOG_FORMAT = (
     r'(?: "[^"]*" "[^"]*")?(?: (?P<duration>\d+(?:\.\d+)?))?'
 )
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -127,22 +127,6 @@ _TOP_KEYS = (
 )
 
 
-def parse_duration(value: Any) -> float:
-    """``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"`` or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration like 30s, 500ms or 2m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.fullmatch(value.strip())):
-        number, unit = float(m.group(1)), m.group(2)
-        seconds = number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
-    else:
-        raise ValueError("must be a duration like 30s, 500ms or 2m")
-    if seconds <= 0:
-        raise ValueError("must be a positive duration")
-    return seconds
-
-
 class _Reader:
     """Typed access to one document's values, raising errors that point into the file."""
 
@@ -177,9 +161,12 @@ class _Reader:
 
     def duration(self, value: Any, path: str) -> float:
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError as exc:
             raise self.doc.error(path, str(exc)) from None
+        if seconds <= 0:
+            raise self.doc.error(path, "must be a positive duration")
+        return seconds
 
     def regex(self, value: Any, path: str) -> re.Pattern[str]:
         text = self.string(value, path)

@@ -19,7 +19,6 @@ import gzip
 import hashlib
 import io
 import os
-import re
 import stat
 import struct
 import tarfile
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .durations import parse_duration
 from .errors import (
     ChecksumError,
     ConfigError,
@@ -57,9 +57,6 @@ PACKAGE_SUFFIX = ".fwpkg"
 PACKAGE_CONFIG = "fleetwave-package.yaml"
 CHUNK = 1 << 20
 
-_DURATION_RE = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -83,14 +80,6 @@ class PackageHeader:
     signature: bytes
     payload_offset: int
     file_size: int
-
-
-def parse_duration(text: str) -> int:
-    """``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"``, ``"7d"`` -> milliseconds (at least 1)."""
-    match = _DURATION_RE.fullmatch(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"invalid duration {text!r}: use a positive integer and ms, s, m, h or d")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
 # --------------------------------------------------------------------------- reading
@@ -543,11 +532,12 @@ def _yaml_duration(
         return default
     value = obj[key]
     try:
-        if not isinstance(value, str):
-            raise ValueError(f"invalid duration {value!r}: write it like '30s', '500ms' or '2m'")
-        return parse_duration(value)
+        milliseconds = round(parse_duration(value) * 1000)
     except ValueError as exc:
         raise doc.error(f"{where}.{key}", str(exc)) from None
+    if milliseconds < 1:
+        raise doc.error(f"{where}.{key}", f"must be at least 1ms, got {value!r}")
+    return milliseconds
 
 
 def _check_hook_paths(

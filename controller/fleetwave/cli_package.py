@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fleetwave_agent.durations import parse_duration
 from fleetwave_agent.errors import UsageError
 from fleetwave_agent.keys import Keyring, generate_keypair, key_id, load_public_key
 from fleetwave_agent.manifest import Manifest
-from fleetwave_agent.package import build_package, parse_duration, read_manifest, verify_package
+from fleetwave_agent.package import build_package, read_manifest, verify_package
 
 
 def register(subparsers: Any) -> None:
@@ -66,7 +67,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     expires = None
     if args.expires_in:
         try:
-            seconds = max(1, parse_duration(args.expires_in) // 1000)
+            seconds = max(1, round(parse_duration(args.expires_in)))
         except ValueError as exc:
             raise UsageError(f"--expires-in: {exc}") from None
         expires = int(time.time()) + seconds

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from .durations import format_duration
+from fleetwave_agent.durations import format_duration
+
 from .errors import UsageError
 from .inventory import ImportOptions, import_inventory
 from .pipeline import load_pipeline

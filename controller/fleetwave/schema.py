@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from fleetwave_agent.durations import parse_duration
 from fleetwave_agent.errors import ConfigError
 from fleetwave_agent.yamlsrc import YamlDocument, join_path, parent_path
-
-from .durations import parse_duration
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

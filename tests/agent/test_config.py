@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from fleetwave_agent.config import (
     PrometheusSource,
     StopFailurePolicy,
     load_config,
-    parse_duration,
 )
 from fleetwave_agent.errors import ConfigError
 
@@ -138,19 +136,6 @@ def test_bad_key_names_file_line_and_key(
     assert message.startswith(f"{path}:{line}: {key}: "), message
     assert fragment in message
     assert "\n" not in message
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("500ms", 0.5), ("30s", 30.0), ("2m", 120.0), ("1h", 3600.0), (5, 5.0)]
-)
-def test_durations(text: object, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("bad", ["", "5", "-1s", "1d", True, 0, "1.s"])
-def test_bad_durations(bad: object) -> None:
-    with pytest.raises(ValueError, match=re.escape("duration")):
-        parse_duration(bad)
 
 
 _scalars = st.one_of(
