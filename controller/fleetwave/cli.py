@@ -13,10 +13,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from . import __version__, cli_package
+from . import __version__, cli_agent, cli_deploy, cli_package, cli_plan
 from .errors import FleetwaveError
 
-COMMAND_MODULES = [cli_package]
+COMMAND_MODULES = [cli_package, cli_plan, cli_agent, cli_deploy]
 
 
 def build_parser() -> argparse.ArgumentParser:

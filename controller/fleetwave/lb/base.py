@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -57,6 +58,23 @@ class LoadBalancer(abc.ABC):
     @abc.abstractmethod
     async def status(self, ref: ServerRef) -> ServerStatus:
         """The server's current state, read from the balancer (never cached)."""
+
+    async def reconcile(
+        self, expected: Mapping[ServerRef, ServerState], *, timeout_s: float = 0.0
+    ) -> list[ServerRef]:
+        """Re-assert the drains the engine holds: every server expected DRAIN or MAINT
+        that the balancer shows READY (e.g. HAProxy reloaded without a state file) is
+        drained again, waiting at most ``timeout_s`` for sessions. Servers expected READY
+        are never touched (someone may have taken them out on purpose). Returns the
+        servers that had to be corrected."""
+        corrected = []
+        for ref, want in expected.items():
+            if want not in (ServerState.DRAIN, ServerState.MAINT):
+                continue
+            if (await self.status(ref)).state is ServerState.READY:
+                await self.drain(ref, timeout_s=timeout_s)
+                corrected.append(ref)
+        return corrected
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
         """Release connections the driver holds."""

@@ -1,0 +1,152 @@
+"""What a running deployment reports to the outside: observability events and the
+:class:`EventSink` seam that metrics, the JSON-lines event log and the progress view
+plug into. Sinks must not raise and must not block for long: the runner calls them
+inline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol
+
+
+@dataclass(frozen=True)
+class DeploymentChanged:
+    deployment_id: str
+    at: float
+    state: str  # running | rolling_back | finished | aborted
+    result: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StageChanged:
+    deployment_id: str
+    at: float
+    stage: str
+    phase: str
+    duration_s: float | None = None  # set when the stage ends
+
+
+@dataclass(frozen=True)
+class HostStep:
+    deployment_id: str
+    at: float
+    host: str
+    stage: str
+    step: str  # drain | install | return | rollback | probe
+    outcome: Literal["start", "ok", "failed"]
+    duration_s: float | None = None
+    error_kind: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class HostsSummary:
+    """Counts of hosts by engine phase, sent after every decision that changed one."""
+
+    deployment_id: str
+    at: float
+    by_phase: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Note:
+    deployment_id: str
+    at: float
+    message: str
+
+
+ObservedEvent = DeploymentChanged | StageChanged | HostStep | HostsSummary | Note
+
+
+class EventSink(Protocol):
+    def emit(self, event: ObservedEvent) -> None:
+        """Record or display one event. Must not raise."""
+        ...
+
+
+def event_dict(event: ObservedEvent) -> dict[str, Any]:
+    """The JSON form of an event: its fields plus ``event`` naming its type."""
+    out: dict[str, Any] = {"event": type(event).__name__}
+    out.update(dataclasses.asdict(event))
+    if isinstance(event, HostsSummary):
+        out["by_phase"] = dict(event.by_phase)
+    return out
+
+
+class FanOut:
+    """Sends every event to several sinks; a failing sink is dropped, not fatal."""
+
+    def __init__(self, sinks: Iterable[EventSink]) -> None:
+        self.sinks = list(sinks)
+
+    def emit(self, event: ObservedEvent) -> None:
+        for sink in list(self.sinks):
+            try:
+                sink.emit(event)
+            except Exception:
+                self.sinks.remove(sink)
+
+
+class JsonLinesFile:
+    """The structured event log: one JSON object per line, appended, flushed per event."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def emit(self, event: ObservedEvent) -> None:
+        line = json.dumps(event_dict(event), sort_keys=True, separators=(",", ":")) + "\n"
+        os.write(self._fd, line.encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class JsonLinesStream:
+    """``--json``: the same JSON lines on a stream (stdout) for scripts."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def emit(self, event: ObservedEvent) -> None:
+        self.stream.write(json.dumps(event_dict(event), sort_keys=True) + "\n")
+        self.stream.flush()
+
+
+def describe(event: ObservedEvent) -> str | None:
+    """One plain line for a human, or None for events not worth a line."""
+    if isinstance(event, DeploymentChanged):
+        extra = f" result={event.result}" if event.result else ""
+        why = f" ({event.reason})" if event.reason else ""
+        return f"deployment {event.deployment_id}: {event.state}{extra}{why}"
+    if isinstance(event, StageChanged):
+        return f"stage {event.stage}: {event.phase}"
+    if isinstance(event, HostStep):
+        if event.outcome == "start":
+            return None
+        tail = f": {event.error_kind}: {event.message}" if event.outcome == "failed" else ""
+        return f"host {event.host} [{event.stage}] {event.step} {event.outcome}{tail}"
+    if isinstance(event, Note):
+        return event.message
+    return None
+
+
+class PlainLines:
+    """Plain lines (stdout is not a TTY): one line per noteworthy event."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def emit(self, event: ObservedEvent) -> None:
+        line = describe(event)
+        if line is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()

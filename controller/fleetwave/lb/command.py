@@ -1,0 +1,146 @@
+"""Any other balancer, driven by the operator's own scripts.
+
+Options::
+
+    drain:  [cmd, args...]   # stop new sessions to {server} of {backend}
+    ready:  [cmd, args...]   # put it back in rotation
+    status: [cmd, args...]   # print JSON {"state": "ready|drain|maint", "sessions": N,
+                             #             "healthy": true|false|null (optional)}
+    maint:  [cmd, args...]   # optional: run once sessions reached 0 (or the drain timed out)
+    timeout_s: 30            # per command
+    poll_interval_s: 0.5     # while a drain waits for sessions
+
+``{lb}``, ``{backend}`` and ``{server}`` in any argument are replaced. The commands run
+without a shell. A non-zero exit, a timeout or unreadable status output is a
+:class:`LoadBalancerError` carrying the tail of the command's stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..errors import LoadBalancerError
+from .base import LoadBalancer, ServerRef, ServerState, ServerStatus
+from .registry import Options
+
+_STATES = {s.value: s for s in (ServerState.READY, ServerState.DRAIN, ServerState.MAINT)}
+
+
+class CommandLoadBalancer(LoadBalancer):
+    """``driver: command`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        drain: Sequence[str],
+        ready: Sequence[str],
+        status: Sequence[str],
+        maint: Sequence[str] | None = None,
+        timeout_s: float = 30.0,
+        poll_interval_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.name = name
+        self._commands = {"drain": tuple(drain), "ready": tuple(ready), "status": tuple(status)}
+        if maint:
+            self._commands["maint"] = tuple(maint)
+        self._timeout = timeout_s
+        self._poll = poll_interval_s
+        self._clock = clock
+
+    async def _run(self, which: str, ref: ServerRef) -> str:
+        argv = [
+            arg.replace("{lb}", ref.lb)
+            .replace("{backend}", ref.backend)
+            .replace("{server}", ref.server)
+            for arg in self._commands[which]
+        ]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise LoadBalancerError(f"{ref}: {which} command {argv[0]!r}: {exc}") from None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self._timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise LoadBalancerError(
+                f"{ref}: {which} command timed out after {self._timeout:g}s"
+            ) from None
+        if proc.returncode != 0:
+            tail = " | ".join(err.decode(errors="replace").strip().splitlines()[-3:])
+            raise LoadBalancerError(
+                f"{ref}: {which} command exited {proc.returncode}: {tail or '(no stderr)'}"
+            )
+        return out.decode(errors="replace")
+
+    async def status(self, ref: ServerRef) -> ServerStatus:
+        """Run the status command and parse its JSON."""
+        out = await self._run("status", ref)
+        try:
+            data = json.loads(out)
+            state = _STATES[data["state"]]
+            sessions = data.get("sessions", 0)
+            healthy = data.get("healthy")
+            if isinstance(sessions, bool) or not isinstance(sessions, int) or sessions < 0:
+                raise ValueError(f"sessions must be a count, got {sessions!r}")
+            if healthy is not None and not isinstance(healthy, bool):
+                raise ValueError(f"healthy must be true, false or null, got {healthy!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LoadBalancerError(
+                f"{ref}: status command printed {out.strip()[:200]!r}, "
+                f'not {{"state": "ready|drain|maint", "sessions": N}}: {exc}'
+            ) from None
+        return ServerStatus(ref=ref, state=state, sessions=sessions, healthy=healthy)
+
+    async def drain(self, ref: ServerRef, *, timeout_s: float) -> ServerStatus:
+        """Drain command, wait for sessions to reach 0 (bounded), then maint if configured."""
+        await self._run("drain", ref)
+        deadline = self._clock() + timeout_s
+        status = await self.status(ref)
+        while status.sessions > 0 and self._clock() < deadline:
+            await asyncio.sleep(min(self._poll, max(deadline - self._clock(), 0.0)))
+            status = await self.status(ref)
+        if "maint" in self._commands:
+            await self._run("maint", ref)
+            status = await self.status(ref)
+        return status
+
+    async def ready(self, ref: ServerRef) -> ServerStatus:
+        """Ready command, then the status it led to."""
+        await self._run("ready", ref)
+        return await self.status(ref)
+
+
+def from_options(name: str, options: Mapping[str, Any]) -> CommandLoadBalancer:
+    """Validate ``command`` options (see the module docstring)."""
+    opts = Options(
+        name, options, allowed=("drain", "ready", "status", "maint", "timeout_s", "poll_interval_s")
+    )
+    drain = opts.argv("drain", required=True)
+    ready = opts.argv("ready", required=True)
+    status = opts.argv("status", required=True)
+    assert drain is not None
+    assert ready is not None
+    assert status is not None
+    return CommandLoadBalancer(
+        name,
+        drain=drain,
+        ready=ready,
+        status=status,
+        maint=opts.argv("maint", required=False),
+        timeout_s=opts.number("timeout_s", 30.0, minimum=0.1),
+        poll_interval_s=opts.number("poll_interval_s", 0.5, minimum=0.01),
+    )

@@ -1,0 +1,43 @@
+"""Hosts behind no load balancer. Nothing can be drained or read, so the driver says
+so honestly: it reports the state last requested *in this process* (READY until
+drained), never any sessions, and ``healthy=None`` (no balancer health check)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import LoadBalancer, ServerRef, ServerState, ServerStatus
+from .registry import Options
+
+
+class NoLoadBalancer(LoadBalancer):
+    """``driver: none``: drain and ready are no-ops that record the requested state."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._requested: dict[ServerRef, ServerState] = {}
+
+    def _status(self, ref: ServerRef) -> ServerStatus:
+        state = self._requested.get(ref, ServerState.READY)
+        return ServerStatus(ref=ref, state=state, sessions=0, healthy=None)
+
+    async def drain(self, ref: ServerRef, *, timeout_s: float) -> ServerStatus:
+        """Nothing routes traffic, so there is nothing to wait for."""
+        self._requested[ref] = ServerState.MAINT
+        return self._status(ref)
+
+    async def ready(self, ref: ServerRef) -> ServerStatus:
+        """Nothing to put back; records READY."""
+        self._requested[ref] = ServerState.READY
+        return self._status(ref)
+
+    async def status(self, ref: ServerRef) -> ServerStatus:
+        """The state last requested here (there is no balancer to ask)."""
+        return self._status(ref)
+
+
+def from_options(name: str, options: Mapping[str, Any]) -> NoLoadBalancer:
+    """``none`` takes no options."""
+    Options(name, options, allowed=())
+    return NoLoadBalancer(name)

@@ -1,0 +1,145 @@
+"""In-memory seams for unit-testing the runner: a fleet of fake agents, a fake balancer
+and a fake clock. They model the contracts (idempotent drain, agent releases and
+health), not any implementation."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleetwave.errors import LoadBalancerError
+from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState, ServerStatus
+from fleetwave.plan import HostRef
+from fleetwave.transport.base import HostUnreachableError, RemoteAgentError
+
+
+class FakeClock:
+    """Time moves only when something sleeps: sleeping jumps the clock forward."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, t: float) -> None:
+        await asyncio.sleep(0)
+        self.t = max(self.t, t)
+
+
+@dataclass
+class FakeAgent:
+    releases: list[str] = field(default_factory=lambda: ["v1"])
+    current: str | None = "v1"
+    previous: str | None = None
+    healthy: bool = True
+    packages: set[str] = field(default_factory=set)
+    fail_install: str | None = None  # "self_rolled_back" | "unreachable" | "disk"
+    uploads: int = 0
+    calls: list[str] = field(default_factory=list)
+
+    def switch(self, version: str) -> None:
+        if self.current != version:
+            self.previous, self.current = self.current, version
+
+
+class FakeSession:
+    def __init__(self, fleet: FakeFleet, host: HostRef) -> None:
+        self.fleet = fleet
+        self.host = host
+        self.agent = fleet.agents[host.name]
+
+    async def call(
+        self, op: str, args: dict[str, Any] | None = None, *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        a = self.agent
+        a.calls.append(op)
+        if op == "status":
+            return {
+                "current": {"version": a.current} if a.current else None,
+                "previous": {"version": a.previous} if a.previous else None,
+                "healthy": a.healthy,
+            }
+        if op == "install":
+            version = self.fleet.version
+            if a.fail_install == "self_rolled_back":
+                raise RemoteAgentError(self.host.name, "RolledBackError", "health failed", 10)
+            if a.fail_install == "disk":
+                raise RemoteAgentError(self.host.name, "StoreError", "No space left", 5)
+            prev = a.current
+            a.releases.append(version)
+            a.switch(version)
+            return {"current_version": version, "previous_version": prev, "ok": True}
+        if op == "rollback":
+            if a.previous is None:
+                raise RemoteAgentError(self.host.name, "ReleaseNotFoundError", "none", 5)
+            a.switch(a.previous)
+            return {"ok": True}
+        if op == "activate":
+            assert args is not None
+            a.switch(args["version"])
+            return {"ok": True}
+        raise AssertionError(op)
+
+    async def ensure_package(self, path: Path, package_id: str) -> bool:
+        if package_id in self.agent.packages:
+            return False
+        self.agent.packages.add(package_id)
+        self.agent.uploads += 1
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeFleet:
+    """A Transport over fake agents."""
+
+    def __init__(self, hosts: list[HostRef], version: str = "v2") -> None:
+        self.agents = {h.name: FakeAgent() for h in hosts}
+        self.version = version
+        self.unreachable: set[str] = set()
+        self.opened = 0
+
+    async def open(self, host: HostRef) -> FakeSession:
+        await asyncio.sleep(0)
+        if host.name in self.unreachable or self.agents[host.name].fail_install == "unreachable":
+            raise HostUnreachableError(host.name, "connection refused")
+        self.opened += 1
+        return FakeSession(self, host)
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeBalancer(LoadBalancer):
+    """Tracks server states and the most servers out of rotation at once per backend."""
+
+    def __init__(self, name: str = "lb") -> None:
+        self.name = name
+        self.states: dict[ServerRef, ServerState] = {}
+        self.fail: set[str] = set()
+        self.max_out = 0
+
+    def _status(self, ref: ServerRef) -> ServerStatus:
+        return ServerStatus(ref, self.states.get(ref, ServerState.READY), 0, True)
+
+    async def drain(self, ref: ServerRef, *, timeout_s: float) -> ServerStatus:
+        await asyncio.sleep(0)
+        if ref.server in self.fail:
+            raise LoadBalancerError(f"{ref}: No such server.")
+        self.states[ref] = ServerState.MAINT
+        out = sum(s is not ServerState.READY for s in self.states.values())
+        self.max_out = max(self.max_out, out)
+        return self._status(ref)
+
+    async def ready(self, ref: ServerRef) -> ServerStatus:
+        await asyncio.sleep(0)
+        self.states[ref] = ServerState.READY
+        return self._status(ref)
+
+    async def status(self, ref: ServerRef) -> ServerStatus:
+        return self._status(ref)

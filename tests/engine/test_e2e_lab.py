@@ -1,0 +1,318 @@
+"""End-to-end: ``fleetwave deploy`` as a subprocess against namespace hosts with real
+sshd, the real agent, the demo app and HAProxy, under steady client load.
+
+Each test builds its own fleet (``tests.lab``) and tears it down. The controller runs
+as ``python -m fleetwave.cli`` so SIGKILL kill points (``FLEETWAVE_TEST_KILL_AT``,
+test-only) hit a real process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetwave_agent.keys import generate_keypair
+from fleetwave_agent.package import build_package
+from tests.lab import Fleet, LabConfig, lab_unavailable_reason
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_APP = REPO / "examples" / "demo-app"
+AGENT_ROOT = "/srv/fleetwave/agent"
+TRUST = "/srv/fleetwave/trusted.pub"
+DEPLOY_TIMEOUT_S = 240
+
+
+class Lab:
+    """A fleet plus a pipeline for it, packages, and a way to run the CLI."""
+
+    def __init__(self, fleet: Fleet, work: Path, *, budget: int = 0, bake: str = "1s") -> None:
+        self.fleet = fleet
+        self.work = work
+        self.private, self.public = generate_keypair(work / "keys", "lab")
+        for host in fleet.hosts:
+            dest = host.path(TRUST)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.public, dest)
+            dest.chmod(0o644)
+        self.pipeline = self._write_pipeline(budget, bake)
+
+    def _write_pipeline(self, budget: int, bake: str) -> Path:
+        fleet = self.fleet
+        assert fleet.haproxy is not None
+        half = (len(fleet.hosts) + 1) // 2
+        azs: dict[str, list[dict[str, str]]] = {"lab-az1": [], "lab-az2": []}
+        for i, h in enumerate(fleet.hosts):
+            azs["lab-az1" if i < half else "lab-az2"].append(
+                {"name": h.name, "address": h.ip, "lb": f"lab:{fleet.haproxy.backend}/{h.name}"}
+            )
+        topology = {"regions": {"lab-1": {"traffic": "low", "timezone": "UTC", "azs": azs}}}
+        agent = f"{fleet.agent_path} --root {AGENT_ROOT} --trust {TRUST} rpc"
+        pipeline = {
+            "name": "lab-app",
+            "service": "demo-app",
+            "environment": "lab",
+            "topology": "topology.yaml",
+            "deploy": {
+                "ssh": {
+                    "user": fleet.config.user,
+                    "identity": str(fleet.client_key),
+                    "known_hosts": str(fleet.known_hosts),
+                    "connect_timeout": "5s",
+                    "command_timeout": "2m",
+                    "agent_command": agent,
+                },
+                "load_balancers": [
+                    {
+                        "name": "lab",
+                        "driver": "haproxy",
+                        "options": {"socket": str(fleet.haproxy.socket_path)},
+                    }
+                ],
+                "drain_timeout": "10s",
+                "state_dir": "state",
+            },
+            "unit": "az",
+            "rolling": {
+                "max_batch": 1,
+                "min_healthy": "50%",
+                "rollback_batch": "50%",
+                "failure_budget": budget,
+            },
+            "onebox": {"bake": {"time": bake}},
+            "stage_bake": {"time": bake},
+            "windows": {"default": {"days": ["all"], "hours": "00:00-24:00"}},
+            "waves": [{"name": "lab", "regions": ["lab-1"], "bake": {"time": "1s"}}],
+        }
+        (self.work / "topology.yaml").write_text(json.dumps(topology))
+        path = self.work / "pipeline.yaml"
+        path.write_text(json.dumps(pipeline))  # JSON is YAML
+        return path
+
+    def package(self, version: str, **behaviour: object) -> Path:
+        src = self.work / f"src-{version}"
+        shutil.copytree(DEMO_APP, src)
+        data = json.loads((src / "behaviour.json").read_text())
+        data.update({"version": version, **behaviour})
+        (src / "behaviour.json").write_text(json.dumps(data))
+        return build_package(
+            src, name="demo-app", version=version, private_key=self.private, out_dir=self.work
+        )
+
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = self._env(env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "fleetwave.cli", *args, "-f", str(self.pipeline)],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=DEPLOY_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """``fleetwave ARGS -f pipeline`` in the background (stdin not a TTY)."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "fleetwave.cli", *args, "-f", str(self.pipeline)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+        )
+
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        path = os.pathsep.join([str(REPO / "controller"), str(REPO / "agent"), str(REPO)])
+        return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+    def deploy(self, pkg: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+        return self.cli("deploy", str(pkg), "--yes", **kw)  # type: ignore[arg-type]
+
+    def versions(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for h in self.fleet.hosts:
+            current = h.path(f"{AGENT_ROOT}/current")
+            # The link target is a path inside the host's mount namespace: read, not resolve.
+            target = os.readlink(current) if current.is_symlink() else None
+            out[h.name] = Path(target).name.split("-")[0] if target else None
+        return out
+
+    def all_ready(self) -> bool:
+        assert self.fleet.haproxy is not None
+        return all(
+            self.fleet.haproxy.server_status(h.name).startswith("UP") for h in self.fleet.hosts
+        )
+
+    def wait_all_up(self) -> None:
+        assert self.fleet.haproxy is not None
+        for h in self.fleet.hosts:
+            self.fleet.haproxy.wait_status(h.name, "UP", timeout=30)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+    """``make(budget=0, **LabConfig fields)`` -> a Lab; every fleet is torn down."""
+    reason = lab_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with contextlib.ExitStack() as stack:
+
+        def make(*, budget: int = 0, bake: str = "1s", **fields: Any) -> Lab:
+            fields.setdefault("hosts", 4)
+            fleet = stack.enter_context(Fleet(LabConfig(**fields)))
+            return Lab(fleet, tmp_path, budget=budget, bake=bake)
+
+        yield make
+
+
+def test_rolling_deployment_under_load_loses_no_request(lab: Callable[..., Lab]) -> None:
+    env = lab()
+    env.deploy(env.package("1.0.0"), check=True)
+    env.wait_all_up()
+    v2 = env.package("2.0.0")
+    with env.fleet.load(workers=2, max_seconds=DEPLOY_TIMEOUT_S) as load:
+        load.wait_requests(50)
+        env.deploy(v2, check=True)
+        load.wait_requests(load.report.requests + 50)
+        report = load.stop()
+    assert report.failures == []
+    assert set(env.versions().values()) == {"2.0.0"}
+    assert env.all_ready()
+
+
+def test_bad_release_past_budget_rolls_back_without_failed_requests(
+    lab: Callable[..., Lab],
+) -> None:
+    env = lab(budget=0)
+    env.deploy(env.package("1.0.0"), check=True)
+    env.wait_all_up()
+    bad = env.package("2.0.0", health="fail")
+    with env.fleet.load(workers=2, max_seconds=DEPLOY_TIMEOUT_S) as load:
+        load.wait_requests(50)
+        proc = env.deploy(bad)
+        report = load.stop()
+    assert proc.returncode == 20, proc.stderr
+    assert report.failures == []
+    assert set(env.versions().values()) == {"1.0.0"}
+    env.wait_all_up()
+    history = env.cli("history", check=True).stdout
+    assert "rolled_back" in history
+
+
+def test_full_disk_on_one_host_fails_it_inside_the_budget(lab: Callable[..., Lab]) -> None:
+    env = lab(budget=1, srv_size="16m")
+    env.deploy(env.package("1.0.0"), check=True)
+    env.wait_all_up()
+    victim = env.fleet.hosts[-1]
+    v2 = env.package("2.0.0")
+    victim.fill_disk()
+    try:
+        proc = env.deploy(v2)
+    finally:
+        victim.free_disk()
+    assert proc.returncode == 0, proc.stderr
+    assert f"failed host {victim.name}" in proc.stderr
+    versions = env.versions()
+    assert versions[victim.name] == "1.0.0"
+    assert {v for h, v in versions.items() if h != victim.name} == {"2.0.0"}
+
+
+def test_changed_host_key_fails_that_host_and_never_touches_it(lab: Callable[..., Lab]) -> None:
+    env = lab(budget=1)
+    victim = env.fleet.hosts[-1]
+    victim.regenerate_host_key()
+    proc = env.deploy(env.package("1.0.0"))
+    assert proc.returncode == 0, proc.stderr
+    assert "HostKeyError" in proc.stderr
+    assert env.versions()[victim.name] is None
+    assert not victim.path(AGENT_ROOT).exists() or not any(victim.path(AGENT_ROOT).iterdir())
+
+
+def test_sshd_dropping_connections_is_survived_by_retries(lab: Callable[..., Lab]) -> None:
+    env = lab(max_startups="1:90:2")
+    env.deploy(env.package("1.0.0"), check=True)
+    assert set(env.versions().values()) == {"1.0.0"}
+
+
+def test_sigkill_at_journal_steps_then_resume(lab: Callable[..., Lab]) -> None:
+    """SIGKILL the controller right after journal write N, then ``resume``: every host
+    ends ready in HAProxy on exactly one complete release. N samples the whole run
+    (every write would take too long for the suite)."""
+    env = lab(hosts=3)
+    env.deploy(env.package("1.0.0"), check=True)
+    env.wait_all_up()
+    version = 1
+    kills = 0
+    for kill_at in (3, 9, 17, 26, 38, 52, 70):
+        version += 1
+        pkg = env.package(f"{version}.0.0")
+        proc = env.deploy(pkg, env={"FLEETWAVE_TEST_KILL_AT": str(kill_at)})
+        if proc.returncode == 0:
+            break  # the run has fewer writes than kill_at: nothing more to sample
+        assert proc.returncode == -9, proc.stderr
+        kills += 1
+        status = json.loads(env.cli("status", "--json", check=True).stdout)
+        lock_id = status["lock"]["lock_id"] if status["lock"] else None
+        args = ["resume"] + (["--force-unlock", lock_id] if lock_id else [])
+        env.cli(*args, check=True)
+        env.wait_all_up()
+        assert set(env.versions().values()) == {f"{version}.0.0"}, kill_at
+    assert kills >= 5
+
+
+def _wait_for(proc: subprocess.Popen[str], lab: Lab, phase: str, timeout: float = 60.0) -> None:
+    """Poll ``fleetwave status --json`` until some host reached ``phase`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "controller ended early"
+        status = json.loads(lab.cli("status", "--json", check=True).stdout)
+        running = status.get("deployment", {}).get("state") == "running"
+        if running and status.get("hosts", {}).get(phase):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no host reached {phase} within {timeout} s")
+
+
+def test_ctrl_c_rolls_back_and_double_ctrl_c_aborts_resumably(lab: Callable[..., Lab]) -> None:
+    env = lab(hosts=3, bake="30s")
+    env.deploy(env.package("1.0.0"), check=True)
+    env.wait_all_up()
+    # One Ctrl-C without a TTY: roll back.
+    proc = env.start("deploy", str(env.package("2.0.0")), "--yes")
+    _wait_for(proc, env, "done")
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=DEPLOY_TIMEOUT_S)
+    assert proc.returncode == 20, err
+    assert set(env.versions().values()) == {"1.0.0"}
+    env.wait_all_up()
+    # Two quick Ctrl-Cs: abort without rolling back; resume finishes the deployment.
+    proc = env.start("deploy", str(env.package("3.0.0")), "--yes")
+    _wait_for(proc, env, "done")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    status = json.loads(env.cli("status", "--json", check=True).stdout)
+    assert status["deployment"]["state"] == "interrupted"
+    assert status["resumable"]
+    env.cli("resume", check=True)
+    env.wait_all_up()
+    assert set(env.versions().values()) == {"3.0.0"}

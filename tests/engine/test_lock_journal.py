@@ -1,0 +1,144 @@
+"""The deployment lock across two real processes, and the journal's contracts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleetwave.engine_types import Event, HostFailed, RollbackRequested, StageProbed
+from fleetwave.errors import LockedError
+from fleetwave.journal import Journal, JournalError
+from fleetwave.lock import DeploymentLock
+
+pytestmark = pytest.mark.integration
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from fleetwave.lock import DeploymentLock
+lock = DeploymentLock(Path(sys.argv[1]), "web", "prod")
+lock.acquire(now=time.time(), deployment_id="dep-1")
+print(lock.holder.lock_id, flush=True)
+sys.stdin.readline()
+lock.release()
+"""
+
+
+def _holder(state: Path) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["controller", "agent"])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.stdout is not None
+    lock_id = proc.stdout.readline().strip()
+    assert lock_id, "holder process did not take the lock"
+    return proc, lock_id
+
+
+def _close(proc: subprocess.Popen[str]) -> None:
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+
+
+def test_second_controller_is_refused_with_the_holder_named(tmp_path: Path) -> None:
+    proc, lock_id = _holder(tmp_path)
+    try:
+        with pytest.raises(
+            LockedError,
+            match=rf"lock {lock_id} held by .* pid {proc.pid} "
+            r"for deployment dep-1",
+        ):
+            DeploymentLock(tmp_path, "web", "prod").acquire(now=0.0)
+        # another pipeline or environment is independent
+        other = DeploymentLock(tmp_path, "web", "staging")
+        other.acquire(now=0.0)
+        other.release()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=10)
+        _close(proc)
+    lock = DeploymentLock(tmp_path, "web", "prod")
+    assert lock.acquire(now=0.0) is None  # released cleanly: free again
+    lock.release()
+
+
+def test_stale_lock_needs_force_unlock_with_its_id(tmp_path: Path) -> None:
+    proc, lock_id = _holder(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    _close(proc)
+    lock = DeploymentLock(tmp_path, "web", "prod")
+    with pytest.raises(LockedError, match=rf"stale lock {lock_id} .*--force-unlock {lock_id}"):
+        lock.acquire(now=0.0)
+    with pytest.raises(LockedError, match="stale"):
+        lock.acquire(now=0.0, force_unlock="not-the-id")
+    cleared = lock.acquire(now=5.0, force_unlock=lock_id)
+    assert cleared is not None
+    assert (cleared.lock_id, cleared.pid) == (lock_id, proc.pid)
+    assert lock.holder is not None
+    assert lock.holder.pid == os.getpid()
+    lock.release()
+
+
+def test_record_from_another_machine_is_stale(tmp_path: Path) -> None:
+    lock = DeploymentLock(tmp_path, "web", "prod")
+    lock.path.parent.mkdir(parents=True)
+    record = {
+        "lock_id": "abc",
+        "host": "elsewhere",
+        "pid": 1,
+        "user": "u",
+        "deployment_id": None,
+        "since": 0.0,
+    }
+    lock.path.write_text(json.dumps(record))
+    with pytest.raises(LockedError, match="another machine"):
+        lock.acquire(now=0.0)
+
+
+def test_journal_round_trips_events_and_orders_steps(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.db")
+    j.create_deployment(
+        deployment_id="d",
+        pipeline="p",
+        environment="e",
+        package_id="x",
+        package_path="/x",
+        plan={"a": 1},
+        now=1.0,
+        controller="c",
+    )
+    events: list[Event] = [
+        StageProbed("s", frozenset({"h2", "h1"})),
+        HostFailed("h1", "install", "StoreError", "disk full"),
+        RollbackRequested("why", "me"),
+    ]
+    for i, e in enumerate(events):
+        j.record_event("d", e, float(i))
+    j.record_fact("d", "h1", "before", {"release": "v1"}, 9.0)
+    assert [e for _, e in j.events("d")] == events
+    assert j.facts("d") == {"h1": {"before": {"release": "v1"}}}
+    assert j.deployment("d").plan == {"a": 1}
+    j.request_rollback("d", "bad", "bob", 3.0)
+    assert [(r.reason, r.by) for r in j.take_requests("d", 4.0)] == [("bad", "bob")]
+    assert j.take_requests("d", 5.0) == []
+    with pytest.raises(JournalError, match="no deployment 'nope'"):
+        j.deployment("nope")
+    mode = j._db.execute("PRAGMA journal_mode").fetchone()[0]
+    sync = j._db.execute("PRAGMA synchronous").fetchone()[0]
+    assert (mode, sync) == ("wal", 2)  # 2 = FULL
+    j.close()

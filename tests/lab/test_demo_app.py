@@ -1,0 +1,179 @@
+"""The demo app on loopback: its endpoints, behaviour.json switches, graceful SIGTERM,
+its start/stop hooks, and that its fleetwave-package.yaml is valid."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.lab import free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-app"
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def answers(port: int) -> bool:
+    try:
+        return get(port, "/health")[0] in (200, 503)
+    except OSError:
+        return False
+
+
+class App:
+    def __init__(self, tmp: Path, behaviour: dict[str, Any]):
+        self.dir = tmp / "demo-app"
+        shutil.copytree(DEMO, self.dir)
+        (self.dir / "behaviour.json").write_text(json.dumps(behaviour))
+        self.port = free_port()
+        self.pid_file = tmp / "run" / "demo-app.pid"
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, str(self.dir / "app" / "demo_app.py"), "--bind", "127.0.0.1"),
+                *("--port", str(self.port), "--pid-file", str(self.pid_file)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_until(lambda: answers(self.port), timeout=15, what="demo app")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=15)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def app_factory(tmp_path: Path) -> Iterator[Any]:
+    apps: list[App] = []
+
+    def make(**behaviour: Any) -> App:
+        app = App(tmp_path / str(len(apps)), {"version": "2.0.0", **behaviour})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.stop()
+
+
+def metrics(port: int) -> dict[str, float]:
+    status, text = get(port, "/metrics")
+    assert status == 200
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            samples[f"{s.name}{{{labels}}}"] = s.value
+    return samples
+
+
+def test_endpoints_and_metrics(app_factory: Any) -> None:
+    app = app_factory()
+    assert get(app.port, "/health") == (200, "ok\n")
+    for _ in range(3):
+        status, body = get(app.port, "/")
+        assert status == 200
+        assert body.split()[1] == "2.0.0"
+    assert get(app.port, "/nope")[0] == 404
+    m = metrics(app.port)
+    assert m["demo_http_requests_total{code=200}"] == 3
+    assert m["demo_http_errors_total{}"] == 0
+    assert m["demo_http_request_duration_seconds_count{}"] == 3
+    assert m["demo_http_request_duration_seconds_bucket{le=+Inf}"] == 3
+    assert m["demo_build_info{version=2.0.0}"] == 1
+    assert app.pid_file.read_text().strip() == str(app.proc.pid)
+
+
+def test_bad_release_behaviour(app_factory: Any) -> None:
+    app = app_factory(health="fail", error_rate=1.0)
+    assert get(app.port, "/health")[0] == 503
+    assert get(app.port, "/")[0] == 500
+    m = metrics(app.port)
+    assert m["demo_http_requests_total{code=500}"] == 1
+    assert m["demo_http_errors_total{}"] == 1
+
+
+def test_sigterm_finishes_requests_in_flight(app_factory: Any) -> None:
+    app = app_factory(latency_ms=1500)
+    result: list[int] = []
+    worker = threading.Thread(target=lambda: result.append(get(app.port, "/")[0]))
+    worker.start()
+    time.sleep(0.3)  # sequencing only: let the request reach the app before SIGTERM
+    app.proc.send_signal(signal.SIGTERM)
+    worker.join(20)
+    assert result == [200]
+    assert app.proc.wait(timeout=15) == 0
+    assert not app.pid_file.exists()
+
+
+def test_bad_behaviour_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "b.json").write_text('{"health": "meh"}')
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(DEMO / "app" / "demo_app.py"),
+            "--behaviour",
+            str(tmp_path / "b.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == f"demo-app: {tmp_path / 'b.json'}: health must be 'ok' or 'fail'"
+
+
+def test_start_and_stop_hooks(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLEETWAVE_RUN_DIR": str(tmp_path / "run"),
+        "DEMO_PORT": str(port),
+        "DEMO_BIND": "127.0.0.1",
+    }
+    subprocess.run([DEMO / "bin" / "start"], env=env, check=True, timeout=30)
+    pid_file = tmp_path / "run" / "demo-app.pid"
+    try:
+        wait_until(lambda: answers(port), timeout=15, what="demo app started by hook")
+        pid = int(pid_file.read_text())
+        assert os.getsid(pid) == pid  # its own session: outlives the hook's group
+    finally:
+        subprocess.run([DEMO / "bin" / "stop"], env=env, check=True, timeout=30)
+    assert not pid_file.exists()
+    assert not answers(port)
+    # Stopping what is not running succeeds (the first install has nothing to stop).
+    subprocess.run([DEMO / "bin" / "stop"], env=env, check=True, timeout=30)
+
+
+def test_package_config_is_valid() -> None:
+    package = pytest.importorskip("fleetwave_agent.package")
+    hooks, checks = package.load_package_config(DEMO / "fleetwave-package.yaml")
+    assert set(hooks) == {"start", "stop"}
+    assert [c.name for c in checks] == ["http"]
