@@ -1,0 +1,1 @@
+"""Unit tests of bench/bench_deploy.py and its helpers (no hosts needed)."""
