@@ -2,12 +2,16 @@
 
 Per host, idempotently:
 
-1. a venv (``/opt/fleetwave-agent/venv``) with the fleetwave wheel installed;
+1. a venv (``/opt/fleetwave-agent/venv``) with the fleetwave wheel installed, or, with
+   ``local_deb``, the ``fleetwave-agent`` Debian package built by ``packaging/build-deb``
+   (``dpkg -i`` when its dependencies are installed, else ``apt-get install``; the
+   same version already installed is left alone);
 2. the trusted package-signing public keys and the agent config that names them;
 3. the deploy key in the deploy user's ``authorized_keys``, pinned to
    ``command="<venv>/bin/fleetwave-agent rpc",restrict`` (an existing fleetwave line is
    replaced, never duplicated; other lines are kept);
-4. the systemd unit, enabled and started where systemd runs.
+4. the systemd unit, enabled and started where systemd runs (the Debian package ships
+   and enables its own unit; bootstrap restarts it after changing the config).
 
 The pure part (what each file should contain, what differs) is separate from the
 Fabric part (read the host's state, apply only what differs), so a second run
@@ -20,7 +24,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import io
+import re
 import shlex
+import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +44,10 @@ DEFAULT_CONFIG = PurePosixPath("/etc/fleetwave/agent.yaml")
 DEFAULT_KEYS_DIR = PurePosixPath("/etc/fleetwave/keys")
 DEFAULT_AGENT_ROOT = PurePosixPath("/var/lib/fleetwave")
 DEFAULT_UNIT_PATH = PurePosixPath("/etc/systemd/system/fleetwave-agent.service")
+#: Where the Debian package puts the agent's launcher.
+DEB_AGENT = PurePosixPath("/usr/bin/fleetwave-agent")
+DEB_UNIT = "fleetwave-agent.service"
+_INSTALLED = "install ok installed"
 
 
 class HostStatus(enum.Enum):
@@ -70,7 +80,7 @@ class HostResult:
 class BootstrapOptions:
     """What to install and where. Paths are on the host unless named ``local_*``."""
 
-    local_wheel: Path
+    local_wheel: Path | None  # exactly one of local_wheel and local_deb
     local_trusted_keys: tuple[Path, ...]
     deploy_public_key: str  # one OpenSSH public key line
     deploy_user: str = "fleetwave"
@@ -84,9 +94,16 @@ class BootstrapOptions:
     unit_path: PurePosixPath = DEFAULT_UNIT_PATH
     pip_args: tuple[str, ...] = ()  # e.g. --no-index --find-links /srv/wheels
     system_site_packages: bool = False
+    local_deb: Path | None = None  # fleetwave-agent_<version>_all.deb instead of a wheel
+
+    def agent_program(self) -> str:
+        """The agent's launcher on the host, for the pinned key and the messages."""
+        if self.local_deb is not None:
+            return str(DEB_AGENT)
+        return f"{self.venv}/bin/fleetwave-agent"
 
     def agent_command(self) -> str:
-        return f"{self.venv}/bin/fleetwave-agent rpc"
+        return f"{self.agent_program()} rpc"
 
 
 @dataclass(frozen=True)
@@ -100,11 +117,28 @@ class AdminAccess:
 
 
 @dataclass(frozen=True)
+class DebInfo:
+    """What bootstrap needs from a .deb's control file."""
+
+    package: str
+    version: str
+    depends: str = ""
+
+    def dependency_names(self) -> tuple[str, ...]:
+        """Every package named in Depends (all alternatives), for one dpkg-query."""
+        names: list[str] = []
+        for clause in _depends_clauses(self.depends):
+            names.extend(n for n in clause if n not in names)
+        return tuple(names)
+
+
+@dataclass(frozen=True)
 class Desired:
     """Every file the host should have, by remote path."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     wheel_sha256: str = ""
+    deb: DebInfo | None = None
 
 
 # ------------------------------------------------------------------- pure helpers
@@ -155,11 +189,128 @@ def desired_state(options: BootstrapOptions, authorized_keys_now: str) -> Desire
     files[str(_authorized_keys_path(options))] = pin_authorized_key(
         authorized_keys_now, pinned_key_line(options)
     ).encode()
+    if options.local_deb is not None:
+        if options.local_wheel is not None:
+            raise ConfigError("give either a wheel or a Debian package, not both")
+        if options.local_unit is not None:
+            raise ConfigError(
+                "a systemd unit does not apply to a Debian package install: "
+                f"the package ships {DEB_UNIT}"
+            )
+    elif options.local_wheel is None:
+        raise ConfigError("give the agent as a wheel or as a Debian package")
     if options.local_unit is not None:
         unit = _read_local(options.local_unit, "systemd unit").decode()
         unit = unit.replace("/opt/fleetwave-agent/venv", str(options.venv))
         files[str(options.unit_path)] = unit.encode()
+    if options.local_deb is not None:
+        return Desired(files, deb=read_deb_info(options.local_deb))
+    assert options.local_wheel is not None  # checked above
     return Desired(files, sha256(_read_local(options.local_wheel, "wheel")))
+
+
+def read_deb_info(path: Path) -> DebInfo:
+    """Package, Version and Depends from a .deb, read in Python (the controller may not
+    have dpkg): an ``ar`` archive whose ``control.tar.{gz,xz}`` holds ``./control``."""
+    data = _read_local(path, "Debian package")
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{path}: not a usable Debian package: {why}")
+
+    if not data.startswith(b"!<arch>\n"):
+        raise bad("no ar archive header")
+    offset = 8
+    while offset + 60 <= len(data):
+        header = data[offset : offset + 60]
+        name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+        try:
+            size = int(header[48:58].decode("ascii").strip())
+        except ValueError:
+            raise bad(f"corrupt member header at byte {offset}") from None
+        body = data[offset + 60 : offset + 60 + size]
+        offset += 60 + size + (size & 1)
+        if not name.startswith("control.tar"):
+            continue
+        if name.endswith(".zst"):
+            raise bad("control.tar.zst is not readable here; build it with packaging/build-deb")
+        try:
+            with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
+                member = tar.extractfile("./control")
+                text = member.read().decode("utf-8") if member is not None else ""
+        except (tarfile.TarError, KeyError, EOFError, OSError, UnicodeDecodeError) as exc:
+            raise bad(f"unreadable {name}: {exc}") from None
+        fields = parse_control(text)
+        missing = [k for k in ("Package", "Version") if not fields.get(k)]
+        if missing:
+            raise bad(f"control file lacks {', '.join(missing)}")
+        return DebInfo(fields["Package"], fields["Version"], fields.get("Depends", ""))
+    raise bad("no control.tar member")
+
+
+def parse_control(text: str) -> dict[str, str]:
+    """The fields of one deb822 paragraph; continuation lines are joined with spaces."""
+    fields: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and key:
+            fields[key] += " " + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            key = key.strip()
+            fields[key] = value.strip()
+    return fields
+
+
+def _depends_clauses(depends: str) -> list[tuple[str, ...]]:
+    """``a (>= 1), b | c`` -> ``[("a",), ("b", "c")]``: names without versions/arches."""
+    clauses = []
+    for clause in depends.split(","):
+        names = tuple(
+            re.split(r"[\s(:\[]", alt.strip(), maxsplit=1)[0] for alt in clause.split("|")
+        )
+        if any(names):
+            clauses.append(tuple(n for n in names if n))
+    return clauses
+
+
+def parse_dpkg_query(out: str) -> dict[str, tuple[str, str]]:
+    """``dpkg-query -W -f='${Package}\\t${Version}\\t${Status}\\n'`` -> name: (ver, status)."""
+    packages: dict[str, tuple[str, str]] = {}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            packages[parts[0]] = (parts[1], parts[2])
+    return packages
+
+
+def missing_dependencies(deb: DebInfo, packages: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Depends clauses with no installed alternative (version constraints are left to
+    dpkg, which refuses the install and says why)."""
+    return [
+        " | ".join(clause)
+        for clause in _depends_clauses(deb.depends)
+        if not any(packages.get(name, ("", ""))[1] == _INSTALLED for name in clause)
+    ]
+
+
+def deb_is_installed(deb: DebInfo, packages: Mapping[str, tuple[str, str]]) -> bool:
+    """Is exactly this version of the package installed (not half-configured)?"""
+    return packages.get(deb.package) == (deb.version, _INSTALLED)
+
+
+def deb_install_command(remote_deb: str, missing: Sequence[str]) -> str:
+    """``dpkg -i`` when every dependency is there (no apt, no network), else
+    ``apt-get install`` of the file, which pulls the missing ones from the host's
+    repositories. ``--force-confold``: bootstrap owns /etc/fleetwave/agent.yaml, so an
+    upgrade keeps it and never stops at a conffile prompt."""
+    q = shlex.quote(remote_deb)
+    if not missing:
+        return f"dpkg --force-confold --force-confdef -i {q}"
+    return (
+        "apt-get install -y -q --no-install-recommends "
+        "-o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef "
+        f"-o DPkg::Lock::Timeout=60 {q}"
+    )
 
 
 def changed_files(desired: Desired, remote_digests: Mapping[str, str | None]) -> list[str]:
@@ -244,13 +395,20 @@ def _run(conn: Any, command: str, sudo: bool) -> str:
     result = conn.run(("sudo -n " if sudo else "") + command, hide=True, warn=True, in_stream=False)
     if result.exited != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"`{command.split()[0]}` exited {result.exited}: {tail[0]}")
+        # Name the program, not an `env VAR=value` prefix.
+        words = [w for w in command.split() if w != "env" and "=" not in w]
+        program = words[0] if words else command
+        raise RuntimeError(f"`{program}` exited {result.exited}: {tail[0]}")
     return str(result.stdout)
 
 
 def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostResult:
     sudo = conn.user != "root"
     q = shlex.quote
+    changes: list[str] = []
+    # The package creates the deploy user, so it goes first.
+    if options.local_deb is not None and _install_deb(conn, options, sudo):
+        changes.append("agent package")
     auth_path = _authorized_keys_path(options)
     if options.authorized_keys is None:
         home = _run(conn, f"getent passwd {q(options.deploy_user)} | cut -d: -f6", sudo).strip()
@@ -261,7 +419,7 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
     current_auth = _run(conn, f"cat {q(str(auth_path))} 2>/dev/null || true", sudo)
     desired = desired_state(options, current_auth)
     marker = options.venv / WHEEL_MARKER
-    paths = [*desired.files, str(marker)]
+    paths = [*desired.files] + ([] if desired.deb else [str(marker)])
     probe = " ".join(q(p) for p in paths)
     script = (
         'for f in "$@"; do if [ -f "$f" ]; then '
@@ -277,12 +435,11 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
             continue
         digest, _, path = line.partition(" ")
         digests[path] = None if digest == "-" else digest
-    marker_text = _run(conn, f"cat {q(str(marker))} 2>/dev/null || true", sudo).strip()
-
-    changes: list[str] = []
-    if marker_text != desired.wheel_sha256:
-        _install_wheel(conn, options, desired.wheel_sha256, sudo)
-        changes.append("agent wheel")
+    if desired.deb is None:
+        marker_text = _run(conn, f"cat {q(str(marker))} 2>/dev/null || true", sudo).strip()
+        if marker_text != desired.wheel_sha256:
+            _install_wheel(conn, options, desired.wheel_sha256, sudo)
+            changes.append("agent wheel")
     for path in changed_files(desired, digests):
         _put_file(conn, path, desired.files[path], sudo, private=path == str(auth_path))
         changes.append(path)
@@ -298,8 +455,19 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
         else:
             message = (
                 "no systemd on this host: start the agent's exporter with "
-                f"`{options.venv}/bin/fleetwave-agent --config {options.config_path} serve` "
+                f"`{options.agent_program()} --config {options.config_path} serve` "
                 "under your init system"
+            )
+    elif desired.deb is not None:
+        if systemd:
+            if changes:
+                # postinst enabled and started it before the config was written.
+                _run(conn, f"systemctl restart {DEB_UNIT}", sudo)
+                changes.append("service restarted")
+        else:
+            message = (
+                "no systemd on this host: start the agent's exporter with "
+                f"`{DEB_AGENT} --config {options.config_path} serve` under your init system"
             )
     status = HostStatus.CHANGED if changes else HostStatus.OK
     return HostResult(host.name, status, tuple(changes), message)
@@ -311,9 +479,35 @@ def _with_auth_path(options: BootstrapOptions, path: PurePosixPath) -> Bootstrap
     return replace(options, authorized_keys=path)
 
 
+def _install_deb(conn: Any, options: BootstrapOptions, sudo: bool) -> bool:
+    """Install the .deb unless this version is installed; True if it changed anything."""
+    assert options.local_deb is not None
+    deb = read_deb_info(options.local_deb)
+    q = shlex.quote
+    names = " ".join(q(n) for n in (deb.package, *deb.dependency_names()))
+    fmt = q("${Package}\\t${Version}\\t${Status}\\n")
+    packages = parse_dpkg_query(
+        _run(conn, f"dpkg-query -W -f={fmt} {names} 2>/dev/null; true", sudo)
+    )
+    if deb_is_installed(deb, packages):
+        return False
+    # A fresh private directory of the admin login: SFTP writes as that user, and no
+    # other local user can swap the file before root installs it.
+    tmp_dir = _run(conn, "mktemp -d /tmp/fleetwave-deb.XXXXXX", False).strip()
+    remote_deb = f"{tmp_dir}/{options.local_deb.name}"
+    try:
+        conn.put(str(options.local_deb), remote_deb)
+        command = deb_install_command(remote_deb, missing_dependencies(deb, packages))
+        _run(conn, f"env DEBIAN_FRONTEND=noninteractive {command}", sudo)
+    finally:
+        _run(conn, f"rm -rf {q(tmp_dir)}", False)
+    return True
+
+
 def _install_wheel(conn: Any, options: BootstrapOptions, wheel_sha: str, sudo: bool) -> None:
     q = shlex.quote
     venv = str(options.venv)
+    assert options.local_wheel is not None
     remote_wheel = f"{options.venv.parent}/{options.local_wheel.name}"
     _run(conn, f"mkdir -p {q(str(options.venv.parent))}", sudo)
     if not sudo:

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .bootstrap import AdminAccess, BootstrapOptions, HostStatus, install_agent
+from .bootstrap import DEFAULT_VENV, AdminAccess, BootstrapOptions, HostStatus, install_agent
 from .errors import ConfigError, UsageError
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -22,8 +22,16 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("install", help="install or update the agent on hosts (idempotent)")
     p.add_argument("-f", "--pipeline", type=Path, required=True, help="pipeline.yaml")
     p.add_argument("--hosts", nargs="+", metavar="NAME", help="only these hosts (default: all)")
-    p.add_argument("--wheel", type=Path, help="fleetwave wheel (default: build one with pip)")
-    p.add_argument("--python", default="python3", help="the host's Python for the venv")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--wheel", type=Path, help="fleetwave wheel (default: build one with pip)")
+    source.add_argument(
+        "--deb",
+        type=Path,
+        metavar="PATH",
+        help="install the agent from this fleetwave-agent_*.deb (packaging/build-deb) "
+        "instead of a wheel in a venv",
+    )
+    p.add_argument("--python", help="the host's Python for the venv (default: python3)")
     p.add_argument(
         "--trust",
         type=Path,
@@ -37,7 +45,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--admin-user", default="root", help="login for installing (sudo if not root)")
     p.add_argument("--admin-identity", type=Path, help="private key of the admin login")
-    p.add_argument("--venv", default="/opt/fleetwave-agent/venv")
+    p.add_argument("--venv", help="the agent's venv on hosts (default: /opt/fleetwave-agent/venv)")
     p.add_argument("--agent-config", default="/etc/fleetwave/agent.yaml")
     p.add_argument("--agent-root", default="/var/lib/fleetwave")
     p.add_argument(
@@ -62,6 +70,20 @@ def cmd_install(args: argparse.Namespace) -> int:
     """Install on every selected host; print one line per host; 1 if any failed."""
     from .pipeline import load_pipeline
 
+    if args.deb is not None:
+        wheel_only = {
+            "--python": args.python is not None,
+            "--venv": args.venv is not None,
+            "--unit": args.unit is not None,
+            "--pip-arg": bool(args.pip_arg),
+            "--system-site-packages": args.system_site_packages,
+        }
+        given = [flag for flag, present in wheel_only.items() if present]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} only apply to a wheel install, not with --deb "
+                "(the package installs to /usr and ships its own unit)"
+            )
     pipeline = load_pipeline(args.pipeline)
     ssh = pipeline.deploy.ssh
     hosts = list(pipeline.topology.hosts())
@@ -84,17 +106,18 @@ def cmd_install(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot read deploy key {deploy_key}: {exc.strerror}") from None
     unit = args.unit or _REPO / "packaging" / "fleetwave-agent.service"
     with tempfile.TemporaryDirectory(prefix="fleetwave-wheel-") as tmp:
-        wheel = args.wheel or build_wheel(Path(tmp))
+        wheel = None if args.deb is not None else args.wheel or build_wheel(Path(tmp))
         options = BootstrapOptions(
             local_wheel=wheel,
+            local_deb=args.deb,
             local_trusted_keys=tuple(args.trust),
             deploy_public_key=deploy_public,
             deploy_user=ssh.user,
-            python=args.python,
-            venv=PurePosixPath(args.venv),
+            python=args.python or "python3",
+            venv=PurePosixPath(args.venv or DEFAULT_VENV),
             config_path=PurePosixPath(args.agent_config),
             agent_root=PurePosixPath(args.agent_root),
-            local_unit=unit if unit.is_file() else None,
+            local_unit=unit if args.deb is None and unit.is_file() else None,
             pip_args=tuple(args.pip_arg),
             system_site_packages=args.system_site_packages,
         )
