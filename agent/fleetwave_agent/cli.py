@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -209,11 +208,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.func(args)
     except FleetwaveError as exc:
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # e.g. the root is not writable: still one line, no traceback
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{PROG}: error: {where}{exc.strerror or exc}", file=sys.stderr)

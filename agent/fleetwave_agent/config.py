@@ -10,11 +10,13 @@ Environment variables: ``FLEETWAVE_AGENT_CONFIG`` (file), ``FLEETWAVE_AGENT_ROOT
 file's list). Flags: ``--root`` and ``--trust`` (repeatable, replaces the list).
 
 Every error names the file, the line and the key path; unknown keys are errors.
+
+The validated result of a file is cached (see :mod:`config_cache`) so that agent
+sessions do not import PyYAML while the file is unchanged.
 """
 
 from __future__ import annotations
 
-import difflib
 import enum
 import os
 import re
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .durations import parse_duration
-from .yamlsrc import YamlDocument, join_path, load_yaml
+from .yamlsrc import YamlDocument, join_path
 
 DEFAULT_CONFIG_PATH = Path("/etc/fleetwave/agent.yaml")
 DEFAULT_ROOT = Path("/var/lib/fleetwave")
@@ -139,6 +141,8 @@ class _Reader:
             raise self.doc.error(path, "must be a mapping")
         for key in value:
             if key not in allowed:
+                import difflib  # only for the error message
+
                 hint = difflib.get_close_matches(str(key), allowed, n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise self.doc.error(join_path(path, str(key)), f"unknown key{extra}")
@@ -325,6 +329,13 @@ def _metrics_source(r: _Reader, value: Any) -> PrometheusSource | AccessLogSourc
     return access
 
 
+def load_config_file(path: Path) -> AgentConfig:
+    """Read and validate one config file (no cache, no environment, no flags)."""
+    from .yamlsrc import load_yaml  # PyYAML only when a file is actually parsed
+
+    return parse_config(load_yaml(path))
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -335,7 +346,9 @@ def load_config(
     """Load the agent config with precedence defaults < file < env < flags.
 
     ``path`` is the ``--config`` flag; ``root`` and ``trust`` are the ``--root`` and
-    ``--trust`` flags (an empty ``trust`` keeps the lower layers' keys).
+    ``--trust`` flags (an empty ``trust`` keeps the lower layers' keys). The file's
+    validated values come from the config cache while the file is unchanged; ``env``
+    also decides where that cache is (``XDG_CACHE_HOME``/``HOME``, or none).
     """
     env = os.environ if env is None else env
     explicit = path or (Path(env[ENV_CONFIG]) if env.get(ENV_CONFIG) else None)
@@ -343,7 +356,9 @@ def load_config(
     if explicit is None and not file_path.exists():
         cfg = AgentConfig()
     else:
-        cfg = parse_config(load_yaml(file_path))
+        from .config_cache import default_cache_dir, load_cached
+
+        cfg = load_cached(file_path, default_cache_dir(env), load_config_file)
     if env.get(ENV_ROOT):
         cfg = replace(cfg, root=Path(env[ENV_ROOT]))
     if env.get(ENV_TRUST):

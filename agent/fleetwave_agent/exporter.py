@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -34,6 +34,8 @@ from .config import PrometheusSource
 from .hostmetrics import HostCollector
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from .operations import Agent
     from .store import Release
 
@@ -218,15 +220,11 @@ def render_snapshot(agent: Agent) -> str:
 
 def serve(agent: Agent, *, listen: str | None = None, port: int | None = None) -> int:
     """Serve ``/metrics`` until SIGTERM or SIGINT; returns the exit status."""
-    from prometheus_client import start_http_server
-
     exporter = agent.config.exporter
     addr = listen or exporter.listen
     monitor = HealthMonitor(agent, exporter.health_interval_s)
     registry = build_registry(agent, monitor)
-    server, thread = start_http_server(
-        exporter.port if port is None else port, addr=addr, registry=registry
-    )
+    server, thread = _start_http_server(addr, exporter.port if port is None else port, registry)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -249,3 +247,42 @@ def serve(agent: Agent, *, listen: str | None = None, port: int | None = None) -
         server.server_close()
         thread.join(timeout=5)
     return 0
+
+
+def _start_http_server(
+    addr: str, port: int, registry: CollectorRegistry
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``registry`` over HTTP in a daemon thread.
+
+    Built from wsgiref rather than prometheus_client.start_http_server, whose return
+    value changed in 0.20 (Debian 12 ships 0.16), and without HTTPServer's getfqdn()
+    in server_bind, which hangs for seconds where reverse DNS does not answer (network
+    namespaces, isolated hosts).
+    """
+    import socket
+    import socketserver
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
+
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        address_family = family
+        daemon_threads = True
+
+        def server_bind(self) -> None:
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = str(addr), self.server_address[1]
+            self.setup_environ()
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # one line per scrape would flood the journal
+
+    server = make_server(
+        addr, port, make_wsgi_app(registry), server_class=Server, handler_class=QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    return server, thread

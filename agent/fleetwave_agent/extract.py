@@ -15,7 +15,9 @@ The payload is untrusted until every byte has been checked, so extraction is str
   opened with ``O_NOFOLLOW``, with ``O_EXCL``, so nothing can be written outside
   ``staging`` even if something raced us;
 * the digest of the compressed payload is computed in the same pass and must match
-  the signed manifest.
+  the signed manifest, unless the caller hashed this very file already (a
+  :class:`digests.PayloadDigest` taken on upload, whose file identity is checked on the
+  open descriptor before and after extraction).
 
 On any error the caller discards the staging directory; nothing else is touched.
 """
@@ -32,7 +34,7 @@ import tarfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 
 from .errors import (
     ChecksumError,
@@ -43,6 +45,9 @@ from .errors import (
 )
 from .manifest import FileEntry, Manifest
 from .package import CHUNK, HEADER_BYTES, MAGIC, SIGNATURE_BYTES, Limits
+
+if TYPE_CHECKING:
+    from .digests import PayloadDigest
 
 _TAR_BUFSIZE = 64 << 10
 _TAIL_BYTES = 4 * _TAR_BUFSIZE  # more than tarfile can have buffered ahead
@@ -61,13 +66,16 @@ def extract_payload(
     readonly: bool = False,
     fsync: bool = True,
     on_file: Callable[[str], None] | None = None,
+    payload_digest: PayloadDigest | None = None,
 ) -> None:
     """Extract ``package``'s payload into the empty directory ``staging``.
 
     ``manifest`` must be the (already verified) manifest of ``package``. With
     ``readonly`` files get their manifest mode minus write bits; with ``fsync`` every
     file and directory is flushed to disk. ``on_file`` is called with each file's path
-    after it is written (progress, and test crash points).
+    after it is written (progress, and test crash points). ``payload_digest`` is the
+    caller's own earlier hash of this file (see :mod:`digests`); it is used instead
+    of hashing the payload again only if the open file is still that file.
 
     Raises UnsafePackageError, SizeLimitError, ChecksumError or PackageError.
     """
@@ -78,8 +86,9 @@ def extract_payload(
     dirs = _DirChain(root_fd, fsync=fsync)
     try:
         with package.open("rb") as fh:
+            known = _known_digest(fh, package, manifest, payload_digest)
             raw = _seek_payload(fh, package, manifest)
-            reader = _PayloadReader(fh, manifest.payload_size)
+            reader = _PayloadReader(fh, manifest.payload_size, hash_payload=known is None)
             try:
                 seen = _extract_members(
                     reader, expected, ancestors, dirs, limits, readonly, fsync, on_file
@@ -97,7 +106,7 @@ def extract_payload(
                     raise StoreError(f"{staging}: cannot write release: {exc}") from None
                 # Corruption can look like anything to tar; report it as what it is.
                 _drain(reader)
-                if reader.digest.hexdigest() != manifest.payload_sha256:
+                if _payload_changed(fh, reader, known, manifest):
                     raise ChecksumError(
                         f"{package}: payload sha256 does not match the signed manifest"
                     ) from exc
@@ -107,7 +116,7 @@ def extract_payload(
             _drain(reader)
             if reader.size != manifest.payload_size or raw != manifest.payload_size:
                 raise ChecksumError(f"{package}: payload size does not match the manifest")
-            if reader.digest.hexdigest() != manifest.payload_sha256:
+            if _payload_changed(fh, reader, known, manifest):
                 raise ChecksumError(f"{package}: payload sha256 does not match the signed manifest")
         missing = sorted(set(expected) - seen)
         if missing:
@@ -119,6 +128,28 @@ def extract_payload(
     finally:
         dirs.close_all(sync=False)
         os.close(root_fd)
+
+
+def _known_digest(
+    fh: BinaryIO, package: Path, manifest: Manifest, digest: PayloadDigest | None
+) -> PayloadDigest | None:
+    """``digest`` if it describes the open file; ChecksumError if it contradicts ``manifest``."""
+    if digest is None or not digest.describes(os.fstat(fh.fileno())):
+        return None
+    if digest.sha256 != manifest.payload_sha256 or digest.payload_size != manifest.payload_size:
+        raise ChecksumError(f"{package}: payload sha256 does not match the signed manifest")
+    return digest
+
+
+def _payload_changed(
+    fh: BinaryIO, reader: _PayloadReader, known: PayloadDigest | None, manifest: Manifest
+) -> bool:
+    """True unless the payload just read is the one the signed manifest names."""
+    if known is None:
+        return reader.digest.hexdigest() != manifest.payload_sha256
+    # The bytes were hashed before; they are the same only if the file was not touched
+    # (any write changes its ctime) while it was being extracted.
+    return not known.describes(os.fstat(fh.fileno()))
 
 
 def _require_empty_dir(staging: Path) -> None:
@@ -380,10 +411,11 @@ def _drain(reader: _PayloadReader) -> None:
 class _PayloadReader(io.RawIOBase):
     """Reads at most ``limit`` bytes from ``src``, hashing them on the way."""
 
-    def __init__(self, src: BinaryIO, limit: int) -> None:
+    def __init__(self, src: BinaryIO, limit: int, *, hash_payload: bool = True) -> None:
         super().__init__()
         self._src = src
         self._left = limit
+        self._hash = hash_payload
         self.digest = hashlib.sha256()
         self.size = 0
 
@@ -396,7 +428,8 @@ class _PayloadReader(io.RawIOBase):
         data = self._src.read(size)
         self._left -= len(data)
         self.size += len(data)
-        self.digest.update(data)
+        if self._hash:
+            self.digest.update(data)
         return data
 
 

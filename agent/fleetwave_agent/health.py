@@ -5,26 +5,37 @@
 began) has passed. Command checks run in the release directory with the hooks'
 environment (``FLEETWAVE_RUN_DIR`` etc., ``FLEETWAVE_HOOK=health``). Only the
 standard library is used (urllib, socket, subprocess).
+
+``urllib.request`` (and with it ``http.client``, ``ssl`` and ``email``) is imported on
+the first HTTP probe, not with this module: the agent imports this module on every
+``rpc`` start, and most sessions never probe over HTTP.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import HealthCheckError
 from .manifest import HealthCheckSpec
 
-# Health URLs are local: never route them through an environment-configured proxy.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+if TYPE_CHECKING:
+    import urllib.request
+
+
+@cache
+def _opener() -> urllib.request.OpenerDirector:
+    import urllib.request
+
+    # Health URLs are local: never route them through an environment-configured proxy.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,8 @@ def probe(
         if spec.kind == "http":
             ok, detail = _http(spec.url, spec.expect_status, timeout)
         elif spec.kind == "tcp":
+            import socket
+
             with socket.create_connection((spec.host, spec.port), timeout=timeout):
                 ok, detail = True, f"connected to {spec.host}:{spec.port}"
         else:
@@ -74,9 +87,12 @@ def probe(
 
 
 def _http(url: str, expect: int, timeout: float) -> tuple[bool, str]:
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": "fleetwave-agent"})
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with _opener().open(request, timeout=timeout) as response:
             status = int(response.status)
     except urllib.error.HTTPError as exc:
         status = exc.code

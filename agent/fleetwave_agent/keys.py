@@ -5,6 +5,10 @@ text: ``fleetwave-ed25519 <base64 of the 32 raw key bytes> <key id>``. The key i
 is the first 16 lower-case hex digits of SHA-256 over the 32 raw public key bytes;
 it is what a manifest names, so an agent can pick the right key without trying
 them all. ``docs/package-format.md`` is the normative description.
+
+``cryptography`` is imported inside the functions that need it, not at module level:
+the agent's ``rpc`` sessions that never verify a signature (``has_package``,
+``rollback``, ``status``) must not pay its import on every start.
 """
 
 from __future__ import annotations
@@ -17,10 +21,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from .errors import (
     ConfigError,
@@ -30,6 +31,12 @@ from .errors import (
     UsageError,
 )
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
 PUBLIC_KEY_TAG = "fleetwave-ed25519"
 _MAX_KEY_FILE_BYTES = 64 * 1024
 _KEY_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
@@ -37,6 +44,8 @@ _KEY_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 
 def raw_public_bytes(public_key: Ed25519PublicKey) -> bytes:
     """The 32 raw bytes of an Ed25519 public key."""
+    from cryptography.hazmat.primitives import serialization
+
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -68,6 +77,9 @@ def generate_keypair(out_dir: Path, name: str = "fleetwave") -> tuple[Path, Path
     for path in (private_path, public_path):
         if path.exists() or path.is_symlink():
             raise ConfigError("refusing to overwrite an existing key file", source=str(path))
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     private_key = Ed25519PrivateKey.generate()
     pem = private_key.private_bytes(
         serialization.Encoding.PEM,
@@ -114,6 +126,9 @@ def _read_key_file(path: Path) -> bytes:
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Load an unencrypted PKCS#8 PEM Ed25519 private key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     data = _read_key_file(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -146,6 +161,8 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
         raise ConfigError("public key is not valid base64", source=str(path)) from None
     if len(raw) != 32:
         raise ConfigError(f"public key must be 32 bytes, got {len(raw)}", source=str(path))
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     public_key = Ed25519PublicKey.from_public_bytes(raw)
     if len(fields) == 3 and fields[2] != key_id(public_key):
         raise ConfigError(
@@ -192,6 +209,8 @@ class Keyring:
         public_key = self.keys.get(key_id)
         if public_key is None:
             raise UntrustedKeyError(f"signing key {key_id} is not in the trusted keyring")
+        from cryptography.exceptions import InvalidSignature
+
         try:
             public_key.verify(signature, message)
         except InvalidSignature:

@@ -16,6 +16,11 @@ itself back (stop new -> switch back -> start previous -> health) and raise
 Every mutating operation holds the store lock, runs ``recover()`` first, and leaves a
 record under ``ROOT/ops`` (see :mod:`oplog`). Rollback never re-verifies files: the
 release directory is read-only and was verified at install.
+
+Start-up cost matters here: ``fleetwave-agent rpc`` is one process per host per
+deployment, so this module imports only what constructing an :class:`Agent` needs.
+Hooks and health checks (``subprocess``), keys (``cryptography``) and the package
+reader are imported by the operations that use them (see ``docs/agent.md``).
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import health, hooks
 from .config import AgentConfig, StopFailurePolicy
 from .errors import (
+    ChecksumError,
     ConfigError,
     FleetwaveError,
     HookError,
@@ -41,10 +47,14 @@ from .errors import (
     SizeLimitError,
     UsageError,
 )
-from .keys import Keyring
 from .oplog import OperationLog, OperationRecord, Outcome
-from .package import Limits, read_manifest
 from .store import Release, ReleaseStore
+
+if TYPE_CHECKING:
+    from . import health, hooks
+    from .digests import PayloadDigest
+    from .keys import Keyring
+    from .package import Limits
 
 _PACKAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -80,12 +90,22 @@ class Agent:
         self.clock = clock
         self.store = store or ReleaseStore(config.root, keep=config.keep_releases)
         self.oplog = OperationLog(config.root)
-        self.limits = Limits(**config.limits)
         self._keyring: Keyring | None = None
+        # Payload digests computed by receive_upload in this process, by stored path.
+        self._received: dict[Path, PayloadDigest] = {}
+
+    @cached_property
+    def limits(self) -> Limits:
+        """The package limits: defaults overridden by the config's ``limits``."""
+        from .package import Limits
+
+        return Limits(**self.config.limits)
 
     @property
     def keyring(self) -> Keyring:
         if self._keyring is None:
+            from .keys import Keyring
+
             if not self.config.trusted_keys:
                 raise ConfigError(
                     "no trusted keys: give --trust PUBKEY or trusted_keys in the config",
@@ -106,8 +126,15 @@ class Agent:
         keyring = self.keyring  # config problems surface before anything is touched
         with self._operation("install") as record:
             # stage() verifies signature and payload even for an id already installed,
-            # so a tampered copy of an installed package is refused there.
-            release = self.store.stage(package, keyring, now=self.clock(), limits=self.limits)
+            # so a tampered copy of an installed package is refused there. A digest
+            # taken while this process received the file spares hashing it again.
+            release = self.store.stage(
+                package,
+                keyring,
+                now=self.clock(),
+                limits=self.limits,
+                payload_digest=self._received.get(package),
+            )
             self._transition(record, release)
         return record.to_dict()
 
@@ -165,10 +192,15 @@ class Agent:
     def receive_upload(self, package_id: str, size: int, body: ByteSource) -> dict[str, Any]:
         """Store exactly ``size`` bytes from ``body`` as the package ``package_id``.
 
-        Written to a temp file, fsynced, checked (its manifest must have this id) and
-        renamed into place. A package already present is not stored again; the caller
-        is expected to have asked :meth:`has_package` first so no bytes are sent at all.
+        Written to a temp file, fsynced, checked (its manifest must have this id and
+        its payload the manifest's size and SHA-256, hashed while receiving) and renamed
+        into place. A package already present is not stored again; the caller is
+        expected to have asked :meth:`has_package` first so no bytes are sent at all.
+        The signature is checked at install, not here.
         """
+        from .digests import PayloadDigest, PayloadHasher, file_identity
+        from .package import read_manifest
+
         _check_package_id(package_id)
         if self.store.has_package(package_id):
             return {"stored": False, "present": True}
@@ -179,6 +211,7 @@ class Agent:
         final = self.store.incoming_path(package_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
+        hasher = PayloadHasher()
         try:
             with open(tmp, "wb") as out:
                 left = size
@@ -187,16 +220,34 @@ class Agent:
                     if not chunk:
                         raise RpcProtocolError(f"upload ended after {size - left} of {size} bytes")
                     out.write(chunk)
+                    hasher.update(chunk)
                     left -= len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            actual = read_manifest(tmp).package_id
-            if actual != package_id:
+            manifest = read_manifest(tmp)
+            if manifest.package_id != package_id:
                 raise PackageError(
-                    f"uploaded package is {actual[:12]}, not the announced {package_id[:12]}"
+                    f"uploaded package is {manifest.package_id[:12]}, "
+                    f"not the announced {package_id[:12]}"
+                )
+            if hasher.payload_size != manifest.payload_size:
+                raise ChecksumError(
+                    f"uploaded package {package_id[:12]}: payload is {hasher.payload_size} "
+                    f"bytes, manifest says {manifest.payload_size}"
+                )
+            if hasher.hexdigest() != manifest.payload_sha256:
+                raise ChecksumError(
+                    f"uploaded package {package_id[:12]}: payload sha256 does not match "
+                    "its manifest"
                 )
             os.replace(tmp, final)
             _fsync_dir(final.parent)
+            # After the rename: on some filesystems rename(2) updates the file's ctime.
+            self._received[final] = PayloadDigest(
+                sha256=manifest.payload_sha256,
+                payload_size=manifest.payload_size,
+                identity=file_identity(os.stat(final)),
+            )
         finally:
             tmp.unlink(missing_ok=True)
         return {"stored": True, "present": True, "bytes": size}
@@ -208,6 +259,8 @@ class Agent:
         current = self.store.current()
         checks: list[dict[str, Any]] = []
         if probe_health and current is not None:
+            from . import health
+
             for spec in current.manifest.health_checks:
                 outcome = health.probe(spec, cwd=current.path, env=self.health_env(current))
                 checks.append(
@@ -231,6 +284,8 @@ class Agent:
 
     def health_env(self, release: Release) -> dict[str, str]:
         """Environment of command health checks: the hooks' one, ``FLEETWAVE_HOOK=health``."""
+        from . import hooks
+
         ctx = hooks.HookContext(
             operation="health",
             operation_id="",
@@ -355,6 +410,8 @@ class Agent:
         spec = release.manifest.hooks.get(name)
         if spec is None:
             return None
+        from . import hooks
+
         ctx = hooks.HookContext(
             operation=record.op,
             operation_id=record.id,
@@ -382,6 +439,8 @@ class Agent:
     def _health(
         self, record: OperationRecord, release: Release, *, raise_on_failure: bool
     ) -> list[health.CheckResult]:
+        from . import health
+
         results = health.run_checks(
             release.manifest.health_checks, cwd=release.path, env=self.health_env(release)
         )

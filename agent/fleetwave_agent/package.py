@@ -11,21 +11,23 @@ Byte layout (all integers big-endian; ``docs/package-format.md`` is normative)::
 The manifest can be read (and its signature checked) without touching the payload.
 Builds are reproducible: sorted members, uid/gid 0, no owner names, every mtime equal
 to ``created``, gzip header mtime 0 and no file name.
+
+Reading a manifest is on every agent session's path (the store parses release
+manifests), so ``tarfile``/``gzip``, the key code (``cryptography``) and PyYAML are
+imported only by the functions that build packages or verify signatures.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
 import stat
 import struct
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .durations import parse_duration
 from .errors import (
@@ -36,7 +38,6 @@ from .errors import (
     PackageError,
     SizeLimitError,
 )
-from .keys import Keyring, key_id, load_private_key
 from .manifest import (
     HOOK_NAMES,
     FileEntry,
@@ -46,7 +47,10 @@ from .manifest import (
     validate_name,
     validate_version,
 )
-from .yamlsrc import YamlDocument, load_yaml
+
+if TYPE_CHECKING:
+    from .keys import Keyring
+    from .yamlsrc import YamlDocument
 
 MAGIC = b"\x89FWPKG\x01\n"
 SIGNATURE_BYTES = 64
@@ -235,6 +239,8 @@ def build_package(
     """
     validate_name(name)
     validate_version(version)
+    from .keys import key_id, load_private_key
+
     key = load_private_key(private_key)
     if not src_dir.is_dir():
         raise ConfigError("source directory not found", source=str(src_dir))
@@ -393,6 +399,9 @@ class _HashingReader(io.RawIOBase):
 def _write_payload(
     src_dir: Path, sources: list[tuple[str, os.stat_result]], writer: _HashingWriter, mtime: int
 ) -> tuple[FileEntry, ...]:
+    import gzip
+    import tarfile
+
     entries: list[FileEntry] = []
     # filename="" and mtime=0 keep the gzip header free of build-specific bytes.
     with (
@@ -428,6 +437,8 @@ def _write_payload(
 
 def load_package_config(path: Path) -> tuple[dict[str, HookSpec], tuple[HealthCheckSpec, ...]]:
     """Parse ``fleetwave-package.yaml``; errors name file:line and the key path."""
+    from .yamlsrc import load_yaml
+
     doc = load_yaml(path)
     data = doc.data if doc.data is not None else {}
     _mapping(doc, data, "", {"hooks", "health_checks"})

@@ -28,25 +28,27 @@ Mutating methods do not lock: callers hold :meth:`ReleaseStore.lock` around them
 Test-only crash injection: when the environment variable ``FLEETWAVE_TEST_CRASH_AT``
 equals one of :data:`CRASH_POINTS`, the process SIGKILLs itself at that step. It is
 read at each step and has no other effect; never set it in production.
+
+Constructing a store and reading ``current`` must stay cheap (every agent RPC session
+does it), so the package reader, the extractor, ``ctypes`` and ``shutil`` are imported
+where they are used.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ImmutableVersionError,
@@ -55,16 +57,12 @@ from .errors import (
     ReleaseNotFoundError,
     StoreError,
 )
-from .extract import extract_payload
-from .keys import Keyring
-from .manifest import Manifest
-from .package import (
-    DEFAULT_LIMITS,
-    Limits,
-    check_payload_digest,
-    parse_manifest,
-    verify_header,
-)
+
+if TYPE_CHECKING:
+    from .digests import PayloadDigest
+    from .keys import Keyring
+    from .manifest import Manifest
+    from .package import Limits
 
 CRASH_ENV = "FLEETWAVE_TEST_CRASH_AT"
 CRASH_POINTS = (
@@ -257,15 +255,30 @@ class ReleaseStore:
     # ------------------------------------------------------------------ install
 
     def stage(
-        self, package: Path, keyring: Keyring, *, now: float, limits: Limits = DEFAULT_LIMITS
+        self,
+        package: Path,
+        keyring: Keyring,
+        *,
+        now: float,
+        limits: Limits | None = None,
+        payload_digest: PayloadDigest | None = None,
     ) -> Release:
         """Verify ``package`` and install it as a read-only release (not yet current).
 
         Idempotent for a package id already installed (the file is still fully
         verified). ImmutableVersionError if its
         name and version were ever installed with another package id. Nothing outside
-        ``staging/`` changes unless the whole install succeeds.
+        ``staging/`` changes unless the whole install succeeds. ``limits`` defaults to
+        ``package.DEFAULT_LIMITS``.
+
+        ``payload_digest``, if given, is this process's own hash of ``package``'s payload
+        (see :mod:`digests`); it replaces hashing the payload again only while the file
+        is unchanged, and a digest that differs from the manifest's is a ChecksumError.
         """
+        from .extract import extract_payload
+        from .package import DEFAULT_LIMITS, check_payload_digest, verify_header
+
+        limits = DEFAULT_LIMITS if limits is None else limits
         header = verify_header(package, keyring, now=now, limits=limits)
         manifest = header.manifest
         package_id = manifest.package_id
@@ -278,7 +291,8 @@ class ReleaseStore:
         target = self._release_path(manifest)
         if self._is_complete(target):
             # Nothing to extract, but a tampered copy must still be refused.
-            check_payload_digest(package, header)
+            if payload_digest is None or not payload_digest.vouches_for(package, manifest):
+                check_payload_digest(package, header)
             return self._load(target)
         staging = self.staging_dir / f"{package_id[:12]}-{os.urandom(4).hex()}"
         self._write_json(
@@ -297,7 +311,14 @@ class ReleaseStore:
 
             # One syncfs after sealing replaces a fsync per file (see _flush_tree).
             extract_payload(
-                package, manifest, staging, limits, readonly=True, fsync=False, on_file=on_file
+                package,
+                manifest,
+                staging,
+                limits,
+                readonly=True,
+                fsync=False,
+                on_file=on_file,
+                payload_digest=payload_digest,
             )
         except BaseException:
             _remove_tree(staging)
@@ -452,6 +473,8 @@ class ReleaseStore:
         return _sidecar(path).is_file() and path.is_dir() and not path.is_symlink()
 
     def _load(self, path: Path) -> Release:
+        from .package import parse_manifest
+
         try:
             raw = _sidecar(path).read_bytes()
         except FileNotFoundError:
@@ -576,7 +599,8 @@ def _flush_tree(root: Path, walk: list[tuple[str, list[str], list[str]]]) -> Non
     """
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _syncfs is not None and _syncfs(fd) == 0:
+        syncfs = _syncfs()
+        if syncfs is not None and syncfs(fd) == 0:
             return
         for dirpath, _, filenames in walk:
             for filename in filenames:
@@ -590,16 +614,17 @@ def _flush_tree(root: Path, walk: list[tuple[str, list[str], list[str]]]) -> Non
         os.close(fd)
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
+@cache
+def _syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(2)``, or None where it is not available."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         function: Callable[[int], int] = libc.syncfs
     except (OSError, AttributeError):
         return None
     return function
-
-
-_syncfs = _load_syncfs()
 
 
 def _remove_tree(path: Path) -> None:
@@ -612,10 +637,14 @@ def _remove_tree(path: Path) -> None:
     for dirpath, _, _ in os.walk(path):
         with contextlib.suppress(OSError):
             os.chmod(dirpath, 0o700)
+    import shutil
+
     shutil.rmtree(path)
 
 
 def _sha256_file(path: Path) -> str:
+    import hashlib  # OpenSSL's loading is ~3 ms; only verify_installed() hashes here
+
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):

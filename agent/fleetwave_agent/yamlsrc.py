@@ -4,6 +4,9 @@ Config files are loaded once with PyYAML's safe loader, and each key path
 (``waves[1].regions``) is mapped to its ``file:line``, so validation errors can name
 the file, the line and the key. Duplicate keys, which ``yaml.safe_load`` silently
 resolves to the last one, are an error here.
+
+PyYAML is imported by :func:`load_yaml`, not with this module, so a process that reads
+no YAML file (the agent's ``rpc`` sessions without a config file) never pays for it.
 """
 
 from __future__ import annotations
@@ -11,14 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 
-# libyaml's parser is ~5x faster on large topologies; both build the same safe nodes.
-_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:
+    import yaml
 
 
 @dataclass
@@ -57,6 +58,8 @@ def join_path(base: str, key: str | int) -> str:
 
 def load_yaml(path: Path | str, *, text: str | None = None) -> YamlDocument:
     """Load one YAML document with the safe loader; raise ConfigError naming file:line."""
+    import yaml
+
     path = Path(path)
     if text is None:
         try:
@@ -65,7 +68,9 @@ def load_yaml(path: Path | str, *, text: str | None = None) -> YamlDocument:
             raise ConfigError("file not found", source=str(path)) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
-    loader = _SafeLoader(text)
+    # libyaml's parser is ~5x faster on large topologies; both build the same safe nodes.
+    safe_loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = safe_loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -86,6 +91,8 @@ def load_yaml(path: Path | str, *, text: str | None = None) -> YamlDocument:
 def _record(node: yaml.Node, key_path: str, positions: dict[str, int], path: Path) -> None:
     if key_path:
         positions.setdefault(key_path, node.start_mark.line + 1)
+    import yaml  # already loaded by load_yaml(); this is a sys.modules lookup
+
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in _pairs(node):

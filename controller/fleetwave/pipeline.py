@@ -281,6 +281,7 @@ def _deploy(raw: Mapping[str, Any], path: Path, loc: Locator) -> DeploySettings:
         connect_timeout_s=ssh.get("connect_timeout", base.connect_timeout_s),
         command_timeout_s=ssh.get("command_timeout", base.command_timeout_s),
         idle_timeout_s=ssh.get("idle_timeout", base.idle_timeout_s),
+        agent_start_timeout_s=ssh.get("agent_start_timeout", base.agent_start_timeout_s),
         concurrency=ssh.get("concurrency", base.concurrency),
         connect_retries=ssh.get("connect_retries", base.connect_retries),
         agent_command=ssh.get("agent_command", base.agent_command),

@@ -111,6 +111,7 @@ _SSH = Obj(
         Field("connect_timeout", Duration()),
         Field("command_timeout", Duration()),
         Field("idle_timeout", Duration()),
+        Field("agent_start_timeout", Duration()),
         Field("concurrency", Int(minimum=1)),
         Field("connect_retries", Int(minimum=0)),
         Field("agent_command", Str()),

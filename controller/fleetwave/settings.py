@@ -18,6 +18,8 @@ class SshSettings:
     known_hosts: Path | None = None  # strict checking always; None: ~/.ssh/known_hosts
     ca_keys: tuple[Path, ...] = ()  # host certificate authorities (@cert-authority)
     connect_timeout_s: float = 10.0
+    # From starting the agent to its hello: Python start-up on a busy host, not the network.
+    agent_start_timeout_s: float = 30.0
     command_timeout_s: float = 900.0  # one agent call (install includes hooks + health)
     idle_timeout_s: float = 300.0
     concurrency: int = 100  # hosts connected to at once

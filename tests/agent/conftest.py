@@ -24,6 +24,12 @@ AGENT_DIR = Path(__file__).resolve().parents[2] / "agent"
 TRACE = 'echo "$FLEETWAVE_HOOK $FLEETWAVE_VERSION" >> "$FLEETWAVE_RUN_DIR/trace"\n'
 
 
+@pytest.fixture(autouse=True)
+def _private_config_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the agent's config cache (``$XDG_CACHE_HOME``) out of the real home."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -261,33 +261,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _system_prometheus_client() -> tuple[int, ...]:
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        return ()
-    proc = subprocess.run(
-        [
-            SYSTEM_PYTHON,
-            "-I",
-            "-c",
-            "import importlib.metadata as m; print(m.version('prometheus_client'))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    parts = proc.stdout.strip().split(".")[:2]
-    return tuple(int(p) for p in parts if p.isdigit())
-
-
-@pytest.mark.xfail(
-    (0, 0) < _system_prometheus_client() < (0, 20),
-    reason="known defect: fleetwave_agent.exporter.serve unpacks start_http_server()'s "
-    "(server, thread), which prometheus-client returns only since 0.20; Debian 12 ships "
-    "0.16, where it returns None (TypeError at start-up)",
-    raises=AssertionError,
-    strict=True,
-)
 def test_serve_answers_one_scrape(extracted: Path, tmp_path: Path) -> None:
     port = _free_port()
     proc = subprocess.Popen(

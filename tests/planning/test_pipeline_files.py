@@ -83,6 +83,16 @@ def test_extends_merges_maps_and_resolves_paths_per_file(team):
     assert p.waves[0].bake.duration_s == 12 * 3600
 
 
+def test_ssh_timeouts_are_read_as_durations(team):
+    body = "deploy: {ssh: {connect_timeout: 5s, agent_start_timeout: 1m, command_timeout: 2m}}\n"
+    ssh = load_pipeline(child(team, body)).deploy.ssh
+    assert (ssh.connect_timeout_s, ssh.agent_start_timeout_s, ssh.command_timeout_s) == (
+        5.0,
+        60.0,
+        120.0,
+    )
+
+
 def test_lists_are_replaced_not_appended(team):
     p = load_pipeline(child(team, 'blockers: [ALARM("x")]\n'))
     assert p.blockers == ('ALARM("x")',)

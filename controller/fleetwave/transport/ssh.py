@@ -367,12 +367,18 @@ class SshAgentSession:
             proc = await conn.create_process(settings.agent_command, encoding=None)
             self._conn, self._proc = conn, proc
             self._stderr_task = asyncio.create_task(self._drain_stderr(proc))
-            async with asyncio.timeout(settings.connect_timeout_s):
+            # Its own deadline: the connection is up; what remains is the agent's start-up,
+            # which is CPU-bound and slow when many sessions start on a loaded host.
+            async with asyncio.timeout(settings.agent_start_timeout_s):
                 line = await proc.stdout.readline()
         except TimeoutError:
             await self._abort()
             self._transport.errors.record(ErrorKind.TIMEOUT, name)
-            raise AgentCallTimeoutError(name, "agent did not say hello in time") from None
+            raise AgentCallTimeoutError(
+                name,
+                f"agent did not say hello within {settings.agent_start_timeout_s:g}s "
+                "(ssh.agent_start_timeout_s)",
+            ) from None
         except (asyncssh.Error, OSError) as exc:
             await self._abort()
             self._transport.errors.record(ErrorKind.SESSION_LOST, name)
