@@ -29,7 +29,7 @@ from .engine_types import Finish
 from .errors import LockedError, UsageError
 from .events import EventSink, FanOut, JsonLinesFile, JsonLinesStream, PlainLines
 from .gates import Gates, WindowGate
-from .journal import KILL_ENV, DeploymentRow, Journal, JournalError
+from .journal import KILL_ENV, DeploymentRow, Journal, JournalError, KillPoint
 from .lock import DeploymentLock
 from .plan import Plan
 from .runner import DeploymentInfo, Runner, controller_id, replay
@@ -111,7 +111,7 @@ def _context(path: Path) -> _Context:
     pipeline = load_pipeline(path)
     state_dir = pipeline.deploy.state_dir
     kill = os.environ.get(KILL_ENV)
-    journal = Journal.in_state_dir(state_dir, kill_at=int(kill) if kill else None)
+    journal = Journal.in_state_dir(state_dir, kill_at=KillPoint.parse(kill) if kill else None)
     return _Context(pipeline, state_dir, journal)
 
 

@@ -14,9 +14,10 @@ One database per state dir (``<state_dir>/journal.db``), WAL mode with
 ``requests`` lets another process (``fleetwave rollback``) ask the running
 controller to roll back; the runner polls it.
 
-Test-only kill points: ``kill_at=N`` makes the journal SIGKILL its own process right
-after its N-th write (``FLEETWAVE_TEST_KILL_AT`` in the CLI), so tests can crash the
-controller at every step and prove that ``resume`` recovers.
+Test-only kill points (:class:`KillPoint`, ``FLEETWAVE_TEST_KILL_AT`` in the CLI) make
+the journal SIGKILL its own process right after a given write: the N-th write (``17``),
+or the N-th write of one kind of step (``intent:DrainHost``, ``outcome:InstallOnHost#2``),
+so tests can crash the controller at every step and prove that ``resume`` recovers.
 """
 
 from __future__ import annotations
@@ -32,10 +33,35 @@ from pathlib import Path
 from typing import Any
 
 from .engine_types import Action, Event, event_from_json, to_json
-from .errors import FleetwaveError
+from .errors import FleetwaveError, UsageError
 
 JOURNAL_FILE = "journal.db"
 KILL_ENV = "FLEETWAVE_TEST_KILL_AT"  # test-only: see the module docstring
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    """Test-only: crash after the ``nth`` write matching ``kind``/``name`` (None: any)."""
+
+    nth: int
+    kind: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> KillPoint:
+        """``17``, ``intent:DrainHost`` or ``outcome:InstallOnHost#2``."""
+        text = text.strip()
+        if text.isdigit() and int(text) > 0:
+            return cls(nth=int(text))
+        spec, _, nth = text.partition("#")
+        kind, _, name = spec.partition(":")
+        if not kind or not name or (nth and not (nth.isdigit() and int(nth) > 0)):
+            raise UsageError(f"{KILL_ENV}={text!r}: use N, KIND:NAME or KIND:NAME#N")
+        return cls(nth=int(nth or 1), kind=kind, name=name)
+
+    def matches(self, kind: str | None, name: str | None) -> bool:
+        return self.kind is None or (kind, name) == (self.kind, self.name)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -128,7 +154,7 @@ class Journal:
         self,
         path: Path,
         *,
-        kill_at: int | None = None,
+        kill_at: int | KillPoint | None = None,
         on_kill: Callable[[], None] = _sigkill,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,8 +167,8 @@ class Journal:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise JournalError(f"{path}: cannot open the journal: {exc}") from exc
-        self._writes = 0
-        self._kill_at = kill_at
+        self._matching_writes = 0
+        self._kill_at = KillPoint(nth=kill_at) if isinstance(kill_at, int) else kill_at
         self._on_kill = on_kill
 
     @classmethod
@@ -153,7 +179,9 @@ class Journal:
         self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(
+        self, kind: str | None = None, name: str | None = None
+    ) -> Iterator[sqlite3.Connection]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -164,9 +192,10 @@ class Journal:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: write failed: {exc}") from exc
-        self._writes += 1
-        if self._kill_at is not None and self._writes == self._kill_at:
-            self._on_kill()
+        if self._kill_at is not None and self._kill_at.matches(kind, name):
+            self._matching_writes += 1
+            if self._matching_writes == self._kill_at.nth:
+                self._on_kill()
 
     # -- deployments ------------------------------------------------------------------
 
@@ -249,7 +278,7 @@ class Journal:
         host: str | None = None,
         stage: str | None = None,
     ) -> None:
-        with self._write() as db:
+        with self._write(kind, name) as db:
             db.execute(
                 "INSERT INTO steps (deployment_id, at, kind, host, stage, name, payload)"
                 " VALUES (?,?,?,?,?,?,?)",

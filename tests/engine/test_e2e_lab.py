@@ -101,9 +101,14 @@ class Lab:
         path.write_text(json.dumps(pipeline))  # JSON is YAML
         return path
 
-    def package(self, version: str, **behaviour: object) -> Path:
+    def package(self, version: str, *, health_deadline: str = "", **behaviour: object) -> Path:
         src = self.work / f"src-{version}"
         shutil.copytree(DEMO_APP, src)
+        if health_deadline:  # a failing release fails sooner: keeps crash loops short
+            spec = src / "fleetwave-package.yaml"
+            text = spec.read_text()
+            assert "deadline: 20s" in text
+            spec.write_text(text.replace("deadline: 20s", f"deadline: {health_deadline}"))
         data = json.loads((src / "behaviour.json").read_text())
         data.update({"version": version, **behaviour})
         (src / "behaviour.json").write_text(json.dumps(data))
@@ -251,30 +256,66 @@ def test_sshd_dropping_connections_is_survived_by_retries(lab: Callable[..., Lab
     assert set(env.versions().values()) == {"1.0.0"}
 
 
-def test_sigkill_at_journal_steps_then_resume(lab: Callable[..., Lab]) -> None:
-    """SIGKILL the controller right after journal write N, then ``resume``: every host
-    ends ready in HAProxy on exactly one complete release. N samples the whole run
-    (every write would take too long for the suite)."""
+# Every kind of journal write a forward run and a rollback make (the runner's
+# intents, outcomes, facts and the engine's events): the controller is SIGKILLed right
+# after each, then `fleetwave resume` must leave every host ready in HAProxy on exactly
+# one complete release.
+FORWARD_KILL_POINTS = (
+    "event:DeploymentStarted",
+    "intent:ProbeStage",
+    "event:StageProbed",
+    "intent:DrainHost",
+    "outcome:DrainHost",
+    "event:HostDrained",
+    "intent:InstallOnHost",
+    "fact:before",
+    "outcome:InstallOnHost",
+    "event:HostInstalled",
+    "intent:ReturnHost",
+    "outcome:ReturnHost",
+    "event:HostReturned",
+    "intent:WaitUntil",
+    "event:TimerElapsed",
+)
+ROLLBACK_KILL_POINTS = (
+    "event:HostFailed",
+    "intent:RollbackHost",
+    "outcome:RollbackHost",
+    "event:HostRolledBack",
+)
+
+
+def _kill_then_resume(env: Lab, pkg: Path, point: str) -> subprocess.CompletedProcess[str]:
+    proc = env.deploy(pkg, env={"FLEETWAVE_TEST_KILL_AT": point})
+    assert proc.returncode == -9, f"{point}: not killed (exit {proc.returncode}): {proc.stderr}"
+    status = json.loads(env.cli("status", "--json", check=True).stdout)
+    lock_id = status["lock"]["lock_id"] if status["lock"] else None
+    args = ["resume"] + (["--force-unlock", lock_id] if lock_id else [])
+    return env.cli(*args)
+
+
+def test_sigkill_after_every_forward_step_then_resume(lab: Callable[..., Lab]) -> None:
     env = lab(hosts=3)
     env.deploy(env.package("1.0.0"), check=True)
     env.wait_all_up()
-    version = 1
-    kills = 0
-    for kill_at in (3, 9, 17, 26, 38, 52, 70):
-        version += 1
-        pkg = env.package(f"{version}.0.0")
-        proc = env.deploy(pkg, env={"FLEETWAVE_TEST_KILL_AT": str(kill_at)})
-        if proc.returncode == 0:
-            break  # the run has fewer writes than kill_at: nothing more to sample
-        assert proc.returncode == -9, proc.stderr
-        kills += 1
-        status = json.loads(env.cli("status", "--json", check=True).stdout)
-        lock_id = status["lock"]["lock_id"] if status["lock"] else None
-        args = ["resume"] + (["--force-unlock", lock_id] if lock_id else [])
-        env.cli(*args, check=True)
+    for number, point in enumerate(FORWARD_KILL_POINTS, start=2):
+        version = f"{number}.0.0"
+        resumed = _kill_then_resume(env, env.package(version), point)
+        assert resumed.returncode == 0, f"{point}: resume: {resumed.stderr}"
         env.wait_all_up()
-        assert set(env.versions().values()) == {f"{version}.0.0"}, kill_at
-    assert kills >= 5
+        assert set(env.versions().values()) == {version}, point
+
+
+def test_sigkill_after_every_rollback_step_then_resume(lab: Callable[..., Lab]) -> None:
+    env = lab(hosts=3)
+    env.deploy(env.package("1.0.0"), check=True)
+    env.wait_all_up()
+    for number, point in enumerate(ROLLBACK_KILL_POINTS, start=2):
+        bad = env.package(f"{number}.0.0", health="fail", health_deadline="3s")
+        resumed = _kill_then_resume(env, bad, point)
+        assert resumed.returncode == 20, f"{point}: resume should finish the rollback: {resumed}"
+        env.wait_all_up()
+        assert set(env.versions().values()) == {"1.0.0"}, point
 
 
 def _wait_for(proc: subprocess.Popen[str], lab: Lab, phase: str, timeout: float = 60.0) -> None:

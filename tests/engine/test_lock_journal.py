@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from fleetwave.engine_types import Event, HostFailed, RollbackRequested, StageProbed
-from fleetwave.errors import LockedError
-from fleetwave.journal import Journal, JournalError
+from fleetwave.errors import LockedError, UsageError
+from fleetwave.journal import Journal, JournalError, KillPoint
 from fleetwave.lock import DeploymentLock
 
 pytestmark = pytest.mark.integration
@@ -142,3 +142,35 @@ def test_journal_round_trips_events_and_orders_steps(tmp_path: Path) -> None:
     sync = j._db.execute("PRAGMA synchronous").fetchone()[0]
     assert (mode, sync) == ("wal", 2)  # 2 = FULL
     j.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "point"),
+    [
+        ("17", KillPoint(nth=17)),
+        ("intent:DrainHost", KillPoint(nth=1, kind="intent", name="DrainHost")),
+        ("outcome:InstallOnHost#2", KillPoint(nth=2, kind="outcome", name="InstallOnHost")),
+    ],
+)
+def test_kill_points_parse(text: str, point: KillPoint) -> None:
+    assert KillPoint.parse(text) == point
+
+
+@pytest.mark.parametrize("text", ["0", "", "intent", "intent:", ":DrainHost", "fact:before#0"])
+def test_bad_kill_points_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError, match="FLEETWAVE_TEST_KILL_AT"):
+        KillPoint.parse(text)
+
+
+def test_named_kill_point_fires_on_the_nth_matching_write_only(tmp_path: Path) -> None:
+    fired: list[int] = []
+    point = KillPoint.parse("fact:before#2")
+    j = Journal(tmp_path / "j.db", kill_at=point, on_kill=lambda: fired.append(1))
+    j.record_event("d", RollbackRequested("why", "me"), 1.0)
+    j.record_fact("d", "h1", "before", {"release": "v1"}, 2.0)
+    j.record_fact("d", "h1", "other", {}, 3.0)
+    assert fired == []
+    j.record_fact("d", "h2", "before", {"release": "v1"}, 4.0)
+    assert fired == [1]
+    j.record_fact("d", "h3", "before", {"release": "v1"}, 5.0)
+    assert fired == [1]
