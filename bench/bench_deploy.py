@@ -48,6 +48,7 @@ from tests.lab import lab_unavailable_reason  # noqa: E402
 from bench.deploy import peers  # noqa: E402
 from bench.deploy.lab import (  # noqa: E402
     PAYLOAD_NAME,
+    RESIDENT_AGENT_COMMAND,
     BenchFleet,
     BenchHost,
     CpuGroup,
@@ -109,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="result file (default bench/results/...)")
     parser.add_argument("--keep-work", action="store_true", help="keep the work dir (logs)")
+    parser.add_argument(
+        "--agent-mode",
+        choices=("session", "resident"),
+        default="session",
+        help="fleetwave's agent: one `fleetwave-agent rpc` per SSH session (default), or "
+        "a resident `fleetwave-agent serve --rpc-socket` per host reached through socat",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.hosts, args.sizes = "10,50", "1"
@@ -378,6 +386,7 @@ class Bench:
                     "connect_timeout": "30s",
                     "command_timeout": "2m",
                     "concurrency": len(hosts),
+                    **self._agent_command(),
                 },
                 "load_balancers": [{"name": "none", "driver": "none"}],
                 "state_dir": "state",
@@ -394,6 +403,12 @@ class Bench:
         path.write_text(json.dumps(pipeline))  # JSON is YAML
         return path
 
+    def _agent_command(self) -> dict[str, str]:
+        """The ssh ``agent_command`` override of ``--agent-mode resident`` (else none)."""
+        if self.args.agent_mode == "resident":
+            return {"agent_command": RESIDENT_AGENT_COMMAND}
+        return {}
+
     def _worker_job(self, hosts: tuple[tuple[str, str], ...], package: Path, pid: str) -> Path:
         path = self.work / "runs" / f"fw-job-{self._serial}.json"
         path.write_text(
@@ -405,6 +420,7 @@ class Bench:
                     "known_hosts": str(self.fleet.known_hosts),
                     "package": str(package),
                     "package_id": pid,
+                    **self._agent_command(),
                 }
             )
         )
@@ -519,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"building {max_n} namespace hosts...", flush=True)
             with BenchFleet(max_n, work, public) as fleet:
                 fleet.prepare_tools([t for t in args.tool_list if t not in FLEETWAVE_TOOLS])
+                if args.agent_mode == "resident":
+                    print("starting a resident agent in every host...", flush=True)
+                    fleet.start_resident_agents()
                 bench = Bench(args, fleet, work, private)
                 try:
                     if not args.rollback_only:
@@ -555,6 +574,7 @@ def report(
     summaries = summarise(results)
     command = "python bench/bench_deploy.py " + " ".join(sys.argv[1:])
     print(f"\n# Fleet deploy benchmark, {started:%Y-%m-%d %H:%M} UTC")
+    print(f"fleetwave agent mode: {args.agent_mode}")
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"command: {command}\n")
     if summaries:
@@ -578,6 +598,7 @@ def report(
             {
                 "started": started.isoformat(),
                 "command": command,
+                "agent_mode": args.agent_mode,
                 "machine": {
                     "node": platform.node(),
                     "cpus": os.cpu_count(),

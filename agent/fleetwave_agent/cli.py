@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the Prometheus exporter (foreground)")
     p.add_argument("--listen", help="address to listen on (overrides the config)")
     p.add_argument("--port", type=int, help="port to listen on (overrides the config)")
+    p.add_argument(
+        "--rpc-socket",
+        type=Path,
+        metavar="PATH",
+        help="also serve the RPC protocol on this unix socket (overrides the config)",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("rpc", help="serve the agent RPC protocol on stdin/stdout")
@@ -182,10 +188,19 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .config_cache import ENV_DISABLE
     from .exporter import serve
+    from .operations import Agent
 
-    agent = _agent(args)
-    return serve(agent, listen=args.listen, port=args.port)
+    # The daemon starts once, so it always parses the YAML itself: the config cache
+    # exists for short-lived `rpc` sessions and stores only what they read.
+    env = {**os.environ, ENV_DISABLE: "1"}
+    root = args.root.absolute() if args.root else None
+    trust = [t.absolute() for t in args.trust]
+    agent = Agent(load_config(args.config, env=env, root=root, trust=trust))
+    rpc_socket = args.rpc_socket.absolute() if args.rpc_socket else None
+    return serve(agent, listen=args.listen, port=args.port, rpc_socket=rpc_socket)
 
 
 def _rpc(args: argparse.Namespace) -> int:

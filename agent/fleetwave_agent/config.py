@@ -112,6 +112,8 @@ class AgentConfig:
     hook_output_max_bytes: int = 1 << 20
     exporter: ExporterConfig = ExporterConfig()
     app: AppConfig = AppConfig()
+    #: ``serve`` also answers the RPC protocol on this unix socket (resident mode).
+    rpc_socket: Path | None = None
     source: str = "defaults"  # the file the values came from, for status output
 
 
@@ -126,6 +128,7 @@ _TOP_KEYS = (
     "hook_output_max_bytes",
     "exporter",
     "app",
+    "rpc_socket",
 )
 
 
@@ -230,6 +233,8 @@ def parse_config(doc: YamlDocument) -> AgentConfig:
         changes["exporter"] = _exporter(r, top["exporter"])
     if "app" in top:
         changes["app"] = _app(r, top["app"])
+    if "rpc_socket" in top:
+        changes["rpc_socket"] = r.path(top["rpc_socket"], "rpc_socket")
     return replace(cfg, **changes)
 
 

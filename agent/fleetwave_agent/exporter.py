@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from .operations import Agent
+    from .rpcsocket import RpcSocketServer
     from .store import Release
 
 OPERATIONS = ("install", "activate", "rollback")
@@ -218,13 +220,36 @@ def render_snapshot(agent: Agent) -> str:
     return generate_latest(build_registry(agent, monitor)).decode()
 
 
-def serve(agent: Agent, *, listen: str | None = None, port: int | None = None) -> int:
-    """Serve ``/metrics`` until SIGTERM or SIGINT; returns the exit status."""
+def serve(
+    agent: Agent,
+    *,
+    listen: str | None = None,
+    port: int | None = None,
+    rpc_socket: Path | None = None,
+) -> int:
+    """Serve ``/metrics`` until SIGTERM or SIGINT; returns the exit status.
+
+    With ``rpc_socket`` (or the config's ``rpc_socket``) the agent RPC protocol is
+    served on that unix socket as well (:mod:`rpcsocket`); it is bound first, so a bad
+    socket path stops the daemon before anything else has started.
+    """
     exporter = agent.config.exporter
     addr = listen or exporter.listen
-    monitor = HealthMonitor(agent, exporter.health_interval_s)
-    registry = build_registry(agent, monitor)
-    server, thread = _start_http_server(addr, exporter.port if port is None else port, registry)
+    socket_path = rpc_socket or agent.config.rpc_socket
+    rpc: RpcSocketServer | None = None
+    if socket_path is not None:
+        from .rpcsocket import RpcSocketServer
+
+        rpc = RpcSocketServer(agent, socket_path)
+        rpc.start()
+    try:
+        monitor = HealthMonitor(agent, exporter.health_interval_s)
+        registry = build_registry(agent, monitor)
+        server, thread = _start_http_server(addr, exporter.port if port is None else port, registry)
+    except BaseException:
+        if rpc is not None:
+            rpc.close()
+        raise
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -238,10 +263,14 @@ def serve(agent: Agent, *, listen: str | None = None, port: int | None = None) -
         file=sys.stderr,
         flush=True,
     )
+    if rpc is not None:
+        print(f"fleetwave-agent: serving rpc on {rpc.path}", file=sys.stderr, flush=True)
     try:
         while not stop.wait(3600):
             pass
     finally:
+        if rpc is not None:
+            rpc.close()  # first: no new sessions while the rest shuts down
         monitor.stop()
         server.shutdown()
         server.server_close()

@@ -2,6 +2,9 @@
 
 ``fleetwave-agent rpc`` runs :func:`serve_stdio` on its stdin and stdout, so one agent
 process serves every request of a deployment (Python starts once per host). The
+resident mode (``fleetwave-agent serve --rpc-socket PATH``, :mod:`rpcsocket`) runs the
+same session loop, :func:`serve_stream`, on each connection to a unix socket, so an SSH
+session only relays bytes (``socat STDIO UNIX-CONNECT:PATH``) and starts no Python. The
 dispatch, :meth:`RpcServer.handle`, is independent of the stream, so tests and the
 in-process fleet drive the very same code from an asyncssh server.
 
@@ -146,7 +149,17 @@ class _Body:
 
 
 def serve_stdio(server: RpcServer, stdin: BinaryIO, stdout: BinaryIO) -> int:
-    """Greet, then answer requests in order until EOF. Returns the exit status."""
+    """``fleetwave-agent rpc``: one session on stdin/stdout (see :func:`serve_stream`)."""
+    return serve_stream(server, stdin, stdout)
+
+
+def serve_stream(server: RpcServer, stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """Greet, then answer requests in order until EOF. Returns the exit status.
+
+    The one session loop of the protocol, over any pair of binary streams: the stdio of
+    an SSH session (:func:`serve_stdio`) or a connection to the resident agent's unix
+    socket (:mod:`rpcsocket`).
+    """
     stdout.write(encode_hello(__version__))
     stdout.flush()
     while True:

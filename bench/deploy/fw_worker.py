@@ -4,7 +4,9 @@ One :class:`~fleetwave.transport.ssh.SshTransport` (one connection and one
 ``fleetwave-agent rpc`` session per host); per host ``ensure_package`` then
 ``install`` (or, with ``--rollback``, one ``rollback`` call: agent-local, no upload).
 Run by ``bench_deploy.py`` as a subprocess of the project venv's Python, so its CPU
-is measured like every peer's. ``--profile FILE`` writes a cProfile of the run.
+is measured like every peer's. ``--profile FILE`` writes a cProfile of the run. The
+job's optional ``agent_command`` replaces ``ssh.agent_command`` (``--agent-mode
+resident``: ``socat STDIO UNIX-CONNECT:...``, a relay to the host's resident agent).
 
 Usage: ``fw_worker.py JOB.json [--rollback] [--profile FILE]``; prints a JSON line
 ``{"seconds": ..., "failed": {...}}`` and exits 1 when any host failed.

@@ -22,6 +22,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ FLEET_CHUNK = 50
 PEER_BASE = "/srv/bench"
 #: The agent's store root on each host (the lab's agent.yaml points there).
 AGENT_ROOT = "/srv/fleetwave"
+#: The resident agent's RPC socket on each host (``--agent-mode resident``).
+RPC_SOCKET = f"{AGENT_ROOT}/rpc.sock"
+#: What an SSH session runs to reach the resident agent: a relay, no Python.
+RESIDENT_AGENT_COMMAND = f"socat STDIO UNIX-CONNECT:{RPC_SOCKET}"
 #: The file every release carries; its sha256 is the release's content digest.
 PAYLOAD_NAME = "payload.bin"
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
@@ -113,6 +118,7 @@ class BenchFleet:
         self.fleets: list[Fleet] = []
         self.hosts: list[BenchHost] = []
         self.cpu: CpuGroup | None = None
+        self.daemons: list[subprocess.Popen[bytes]] = []
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> BenchFleet:
@@ -127,7 +133,8 @@ class BenchFleet:
         self.close()
 
     def close(self) -> None:
-        """Tear down every fleet, then the cgroup."""
+        """Stop the resident agents, tear down every fleet, then the cgroup."""
+        self.stop_resident_agents()
         self._stack.close()
         if self.cpu is not None:
             self.cpu.remove()
@@ -176,6 +183,8 @@ class BenchFleet:
 
     def prepare_tools(self, tools: list[str]) -> None:
         """Give every peer tool its own empty base directory on every host."""
+        if not tools:
+            return  # fleetwave only: nothing to prepare (and `mkdir -p` needs an operand)
         dirs = " ".join(
             shlex.quote(f"{PEER_BASE}/{tool}/{sub}")
             for tool in tools
@@ -184,6 +193,51 @@ class BenchFleet:
         script = f"mkdir -p {dirs} && chown -R {shlex.quote(self.user)}: {PEER_BASE}"
         for host in self.hosts:
             host.lab.exec(script, root=True)
+
+    def start_resident_agents(self, timeout: float = 60.0) -> None:
+        """Run ``fleetwave-agent serve --rpc-socket`` as the deploy user in every host.
+
+        Each daemon joins the hosts' CPU group, so the work it does for a run is
+        counted as host CPU exactly like the per-session agents' is.
+        """
+        if self.cpu is None:
+            raise LabError("the fleet is not built")
+        agent = str(self.fleets[0].agent_path)
+        argv = [agent, "serve", "--listen", "127.0.0.1", "--port", "0"]
+        argv += ["--rpc-socket", RPC_SOCKET]
+        for host in self.hosts:
+            log = (host.lab.host_dir / "agent-serve.log").open("wb")
+            with log:
+                proc = subprocess.Popen(
+                    host.lab.command(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            self.daemons.append(proc)
+            self.cpu.add(proc.pid)  # nsenter and setpriv exec: this pid is the agent
+        deadline = time.monotonic() + timeout
+        for host, proc in zip(self.hosts, self.daemons, strict=True):
+            sock = host.lab.path(RPC_SOCKET)
+            while not sock.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log_text = (host.lab.host_dir / "agent-serve.log").read_text(errors="replace")
+                    raise LabError(f"{host.name}: resident agent did not start: {log_text[-300:]}")
+                time.sleep(0.05)
+
+    def stop_resident_agents(self, timeout: float = 30.0) -> None:
+        """SIGTERM every resident agent and reap it (SIGKILL after ``timeout``)."""
+        for proc in self.daemons:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.daemons:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self.daemons = []
 
     def wait_idle(self, timeout: float = 15.0) -> None:
         """Wait until no SSH session is left on any host, so a run's CPU is all counted."""
