@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -357,3 +358,34 @@ def test_ctrl_c_rolls_back_and_double_ctrl_c_aborts_resumably(lab: Callable[...,
     env.cli("resume", check=True)
     env.wait_all_up()
     assert set(env.versions().values()) == {"3.0.0"}
+
+
+def test_ctrl_c_at_a_terminal_asks_then_rolls_back(lab: Callable[..., Lab]) -> None:
+    """With a terminal on stdin, deploy asks first, and Ctrl-C asks before rolling back."""
+    env = lab(hosts=3, bake="30s")
+    env.deploy(env.package("1.0.0"), check=True)
+    env.wait_all_up()
+    controller, terminal = pty.openpty()
+    try:
+        package = str(env.package("2.0.0"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleetwave.cli", "deploy", package, "-f", str(env.pipeline)],
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env._env(),
+        )
+        os.close(terminal)
+        os.write(controller, b"y\n")  # Deploy? [y/N]
+        _wait_for(proc, env, "done")
+        proc.send_signal(signal.SIGINT)
+        os.write(controller, b"y\n")  # roll back? [y/N]
+        out, err = proc.communicate(timeout=DEPLOY_TIMEOUT_S)
+    finally:
+        os.close(controller)
+    assert "Deploy? [y/N]" in out
+    assert "roll back? [y/N]" in err
+    assert proc.returncode == 20, err
+    assert set(env.versions().values()) == {"1.0.0"}
+    env.wait_all_up()
