@@ -333,7 +333,7 @@ def _wait_for(proc: subprocess.Popen[str], lab: Lab, phase: str, timeout: float 
 
 
 def test_ctrl_c_rolls_back_and_double_ctrl_c_aborts_resumably(lab: Callable[..., Lab]) -> None:
-    env = lab(hosts=3, bake="30s")
+    env = lab(hosts=3, bake="10s")
     env.deploy(env.package("1.0.0"), check=True)
     env.wait_all_up()
     # One Ctrl-C without a TTY: roll back.
@@ -362,7 +362,7 @@ def test_ctrl_c_rolls_back_and_double_ctrl_c_aborts_resumably(lab: Callable[...,
 
 def test_ctrl_c_at_a_terminal_asks_then_rolls_back(lab: Callable[..., Lab]) -> None:
     """With a terminal on stdin, deploy asks first, and Ctrl-C asks before rolling back."""
-    env = lab(hosts=3, bake="30s")
+    env = lab(hosts=3, bake="10s")
     env.deploy(env.package("1.0.0"), check=True)
     env.wait_all_up()
     controller, terminal = pty.openpty()
