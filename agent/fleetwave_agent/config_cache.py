@@ -42,7 +42,8 @@ from .config import (
     StopFailurePolicy,
 )
 
-FORMAT = 1
+#: Bumped whenever a field is added, so an older cache is rebuilt, never half-read.
+FORMAT = 2
 ENV_DISABLE = "FLEETWAVE_AGENT_NO_CONFIG_CACHE"
 
 
@@ -179,6 +180,7 @@ def config_to_json(cfg: AgentConfig) -> dict[str, Any]:
                 "name": proc.name,
             },
         },
+        "rpc_socket": None if cfg.rpc_socket is None else str(cfg.rpc_socket),
         "source": cfg.source,
     }
 
@@ -207,6 +209,7 @@ def config_from_json(data: dict[str, Any]) -> AgentConfig:
         raise ValueError(f"unknown metrics kind {m['kind']!r}")
     log = app["log"]
     proc = app["process"]
+    rpc_socket = data["rpc_socket"]
     return AgentConfig(
         root=Path(_str(data["root"])),
         trusted_keys=tuple(Path(_str(p)) for p in data["trusted_keys"]),
@@ -235,6 +238,7 @@ def config_from_json(data: dict[str, Any]) -> AgentConfig:
                 name=None if proc["name"] is None else _str(proc["name"]),
             ),
         ),
+        rpc_socket=None if rpc_socket is None else Path(_str(rpc_socket)),
         source=_str(data["source"]),
     )
 

@@ -42,6 +42,23 @@ if TYPE_CHECKING:
     from .store import Release
 
 OPERATIONS = ("install", "activate", "rollback")
+
+#: What an install imports lazily (kept lazy so `fleetwave-agent rpc` sessions that only
+#: ask for status stay cheap). A resident daemon imports them once at start instead, so
+#: the first deployment after a restart is not ~50 ms slower than the next ones.
+INSTALL_MODULES = (
+    "fleetwave_agent.manifest",
+    "fleetwave_agent.package",
+    "fleetwave_agent.digests",
+    "fleetwave_agent.keys",
+    "fleetwave_agent.extract",
+    "fleetwave_agent.hooks",
+    "cryptography.exceptions",
+    "cryptography.hazmat.primitives.serialization",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "tarfile",
+    "gzip",
+)
 OUTCOMES = ("ok", "unchanged", "rolled_back", "failed")
 
 
@@ -242,6 +259,9 @@ def serve(
 
         rpc = RpcSocketServer(agent, socket_path)
         rpc.start()
+        # In the background: the metrics endpoint and the socket are up meanwhile, and a
+        # session that arrives first just waits on the same per-module import locks.
+        threading.Thread(target=warm_install_path, name="warm-imports", daemon=True).start()
     try:
         monitor = HealthMonitor(agent, exporter.health_interval_s)
         registry = build_registry(agent, monitor)
@@ -276,6 +296,21 @@ def serve(
         server.server_close()
         thread.join(timeout=5)
     return 0
+
+
+def warm_install_path(modules: Iterable[str] = INSTALL_MODULES) -> list[str]:
+    """Import ``modules`` now; returns the ones that failed (logged, never fatal: the
+    install that needs one reports the failure properly)."""
+    import importlib
+
+    failed = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a warm-up must never stop the daemon
+            failed.append(name)
+            print(f"fleetwave-agent: cannot preload {name}: {exc}", file=sys.stderr, flush=True)
+    return failed
 
 
 def _start_http_server(

@@ -13,6 +13,12 @@ Per host, idempotently:
 4. the systemd unit, enabled and started where systemd runs (the Debian package ships
    and enables its own unit; bootstrap restarts it after changing the config).
 
+With ``resident`` (resident mode, ``docs/agent.md``) the agent config also names an RPC
+socket (``rpc_socket``, by default ``<agent root>/rpc.sock``), the deploy key is pinned
+to ``command="socat STDIO UNIX-CONNECT:<socket>",restrict`` instead, ``socat`` must be on
+the host (installed with apt-get on the Debian-package path when apt is there), and the
+drop-in ``packaging/resident.conf`` is installed next to the unit where systemd runs.
+
 The pure part (what each file should contain, what differs) is separate from the
 Fabric part (read the host's state, apply only what differs), so a second run
 changes nothing and says so. Host keys are checked strictly: paramiko's
@@ -47,6 +53,14 @@ DEFAULT_UNIT_PATH = PurePosixPath("/etc/systemd/system/fleetwave-agent.service")
 #: Where the Debian package puts the agent's launcher.
 DEB_AGENT = PurePosixPath("/usr/bin/fleetwave-agent")
 DEB_UNIT = "fleetwave-agent.service"
+DEFAULT_DROPIN_PATH = PurePosixPath("/etc/systemd/system/fleetwave-agent.service.d/resident.conf")
+#: The paths ``packaging/resident.conf`` is written with; rewritten to the host's layout.
+_DROPIN_PROGRAM = "/opt/fleetwave-agent/venv/bin/fleetwave-agent"
+_DROPIN_CONFIG = "/etc/fleetwave/agent.yaml"
+_DROPIN_SOCKET = "/var/lib/fleetwave/rpc.sock"
+#: A socket path goes into an authorized_keys command, a socat address (where ``:`` and
+#: ``,`` are separators) and a unit's ExecStart: allow only characters safe in all three.
+_SAFE_SOCKET = re.compile(r"/[A-Za-z0-9._/+-]+")
 _INSTALLED = "install ok installed"
 
 
@@ -95,6 +109,30 @@ class BootstrapOptions:
     pip_args: tuple[str, ...] = ()  # e.g. --no-index --find-links /srv/wheels
     system_site_packages: bool = False
     local_deb: Path | None = None  # fleetwave-agent_<version>_all.deb instead of a wheel
+    resident: bool = False  # resident mode: `serve --rpc-socket` + a socat relay
+    rpc_socket: PurePosixPath | None = None  # None: agent_root / "rpc.sock"
+    local_dropin: Path | None = None  # packaging/resident.conf; required with resident
+    dropin_path: PurePosixPath = DEFAULT_DROPIN_PATH
+
+    def socket_path(self) -> PurePosixPath:
+        """The resident agent's RPC socket on the host."""
+        path = self.rpc_socket if self.rpc_socket is not None else self.agent_root / "rpc.sock"
+        if not _SAFE_SOCKET.fullmatch(str(path)) or ".." in path.parts:
+            raise ConfigError(
+                f"--rpc-socket {path}: must be an absolute path of letters, digits and . _ / + -"
+            )
+        return path
+
+    def relay_command(self) -> str:
+        """What sshd runs for the deploy key in resident mode (and the controller's
+        ``deploy.ssh.agent_command``)."""
+        return f"socat STDIO UNIX-CONNECT:{self.socket_path()}"
+
+    def serve_command(self) -> str:
+        """The resident daemon's command line, for hosts without systemd."""
+        return f"{self.agent_program()} --config {self.config_path} serve --rpc-socket " + str(
+            self.socket_path()
+        )
 
     def agent_program(self) -> str:
         """The agent's launcher on the host, for the pinned key and the messages."""
@@ -103,6 +141,9 @@ class BootstrapOptions:
         return f"{self.venv}/bin/fleetwave-agent"
 
     def agent_command(self) -> str:
+        """The command the deploy key is pinned to."""
+        if self.resident:
+            return self.relay_command()
         return f"{self.agent_program()} rpc"
 
 
@@ -149,12 +190,35 @@ def sha256(data: bytes) -> str:
 
 
 def render_agent_config(options: BootstrapOptions) -> str:
-    """The agent config YAML naming the copied trusted keys."""
+    """The agent config YAML naming the copied trusted keys (and, resident, the socket)."""
     keys = "".join(f"  - {options.keys_dir / path.name}\n" for path in options.local_trusted_keys)
+    socket = f"rpc_socket: {options.socket_path()}\n" if options.resident else ""
     return (
         "# Written by `fleetwave agent install`; re-running it overwrites this file.\n"
         f"root: {options.agent_root}\n"
-        f"trusted_keys:\n{keys}"
+        f"trusted_keys:\n{keys}{socket}"
+    )
+
+
+def render_resident_dropin(options: BootstrapOptions, template: str) -> str:
+    """``packaging/resident.conf`` with this host's program, config and socket paths."""
+    if "\nExecStart=\n" not in f"\n{template}" or _DROPIN_PROGRAM not in template:
+        raise ConfigError(
+            "resident drop-in must reset ExecStart= and start "
+            f"{_DROPIN_PROGRAM} (as packaging/resident.conf does)"
+        )
+    return (
+        template.replace(_DROPIN_PROGRAM, options.agent_program())
+        .replace(_DROPIN_CONFIG, str(options.config_path))
+        .replace(_DROPIN_SOCKET, str(options.socket_path()))
+    )
+
+
+def socat_install_command() -> str:
+    """How the Debian-package path installs the relay when the host lacks it."""
+    return (
+        "env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        "-o DPkg::Lock::Timeout=60 socat"
     )
 
 
@@ -199,6 +263,11 @@ def desired_state(options: BootstrapOptions, authorized_keys_now: str) -> Desire
             )
     elif options.local_wheel is None:
         raise ConfigError("give the agent as a wheel or as a Debian package")
+    if options.resident:
+        if options.local_dropin is None:
+            raise ConfigError("resident mode needs the drop-in (packaging/resident.conf)")
+        template = _read_local(options.local_dropin, "resident drop-in").decode()
+        files[str(options.dropin_path)] = render_resident_dropin(options, template).encode()
     if options.local_unit is not None:
         unit = _read_local(options.local_unit, "systemd unit").decode()
         unit = unit.replace("/opt/fleetwave-agent/venv", str(options.venv))
@@ -406,6 +475,9 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
     sudo = conn.user != "root"
     q = shlex.quote
     changes: list[str] = []
+    # Before anything is changed: a host that cannot get socat fails untouched.
+    if options.resident and _ensure_socat(conn, options, sudo):
+        changes.append("socat")
     # The package creates the deploy user, so it goes first.
     if options.local_deb is not None and _install_deb(conn, options, sudo):
         changes.append("agent package")
@@ -435,15 +507,21 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
             continue
         digest, _, path = line.partition(" ")
         digests[path] = None if digest == "-" else digest
+    if options.resident and not systemd:
+        # No systemd, no drop-in: the message below says how to run the daemon instead.
+        desired.files.pop(str(options.dropin_path), None)
     if desired.deb is None:
         marker_text = _run(conn, f"cat {q(str(marker))} 2>/dev/null || true", sudo).strip()
         if marker_text != desired.wheel_sha256:
             _install_wheel(conn, options, desired.wheel_sha256, sudo)
             changes.append("agent wheel")
+    if options.resident and _ensure_socket_dir(conn, options, sudo):
+        changes.append(str(options.socket_path().parent))
     for path in changed_files(desired, digests):
         _put_file(conn, path, desired.files[path], sudo, private=path == str(auth_path))
         changes.append(path)
     message = ""
+    how = options.serve_command() if options.resident else ""
     unit_changed = str(options.unit_path) in changes
     if options.local_unit is not None:
         if systemd:
@@ -453,24 +531,66 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
                 _run(conn, "systemctl restart fleetwave-agent.service", sudo)
                 changes.append("service restarted")
         else:
-            message = (
-                "no systemd on this host: start the agent's exporter with "
-                f"`{options.agent_program()} --config {options.config_path} serve` "
-                "under your init system"
+            message = _no_systemd_message(
+                how or f"{options.agent_program()} --config {options.config_path} serve",
+                options,
             )
     elif desired.deb is not None:
         if systemd:
             if changes:
+                if str(options.dropin_path) in changes:
+                    _run(conn, "systemctl daemon-reload", sudo)
                 # postinst enabled and started it before the config was written.
                 _run(conn, f"systemctl restart {DEB_UNIT}", sudo)
                 changes.append("service restarted")
         else:
-            message = (
-                "no systemd on this host: start the agent's exporter with "
-                f"`{DEB_AGENT} --config {options.config_path} serve` under your init system"
+            message = _no_systemd_message(
+                how or f"{DEB_AGENT} --config {options.config_path} serve", options
             )
     status = HostStatus.CHANGED if changes else HostStatus.OK
     return HostResult(host.name, status, tuple(changes), message)
+
+
+def _no_systemd_message(command: str, options: BootstrapOptions) -> str:
+    if options.resident:
+        return (
+            "no systemd on this host: start the resident agent with "
+            f"`{command}` as {options.deploy_user} under your init system"
+        )
+    return (
+        f"no systemd on this host: start the agent's exporter with `{command}` "
+        "under your init system"
+    )
+
+
+def _ensure_socat(conn: Any, options: BootstrapOptions, sudo: bool) -> bool:
+    """Make sure the relay is on the host; True if it was installed now. Only the
+    Debian-package path installs it (that path already relies on apt); otherwise a
+    missing socat fails the host with what to do."""
+    probe = 'for p in socat apt-get; do command -v "$p" >/dev/null && echo "$p"; done; true'
+    found = set(_run(conn, f"sh -c {shlex.quote(probe)}", sudo).split())
+    if "socat" in found:
+        return False
+    if options.local_deb is None or "apt-get" not in found:
+        raise RuntimeError(
+            "socat is not installed (resident mode relays SSH sessions with it): "
+            "install the socat package, or drop --resident"
+        )
+    _run(conn, socat_install_command(), sudo)
+    return True
+
+
+def _ensure_socket_dir(conn: Any, options: BootstrapOptions, sudo: bool) -> bool:
+    """Create the socket's directory for the deploy user if missing; True if created.
+    An existing directory is left alone: the daemon itself refuses an unsafe one."""
+    q = shlex.quote
+    parent = str(options.socket_path().parent)
+    user = q(options.deploy_user)
+    script = (
+        f"test -d {q(parent)} && exit 0; "
+        f"install -d -m 0750 -o {user} -g {user} {q(parent)} && echo created"
+    )
+    return "created" in _run(conn, f"sh -c {q(script)}", sudo)
 
 
 def _with_auth_path(options: BootstrapOptions, path: PurePosixPath) -> BootstrapOptions:

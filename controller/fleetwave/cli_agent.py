@@ -62,6 +62,18 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="let the agent's venv see the host's system packages",
     )
+    p.add_argument(
+        "--resident",
+        action="store_true",
+        help="resident mode: the agent service also serves RPC on a unix socket and the "
+        "deploy key is pinned to a socat relay (docs/agent.md)",
+    )
+    p.add_argument(
+        "--rpc-socket",
+        metavar="PATH",
+        help="the resident agent's socket on hosts (default: AGENT_ROOT/rpc.sock; "
+        "only with --resident)",
+    )
     p.add_argument("--workers", type=int, default=10, help="hosts installed at once")
     p.set_defaults(func=cmd_install)
 
@@ -84,6 +96,8 @@ def cmd_install(args: argparse.Namespace) -> int:
                 f"{', '.join(given)} only apply to a wheel install, not with --deb "
                 "(the package installs to /usr and ships its own unit)"
             )
+    if args.rpc_socket is not None and not args.resident:
+        raise UsageError("--rpc-socket only applies with --resident")
     pipeline = load_pipeline(args.pipeline)
     ssh = pipeline.deploy.ssh
     hosts = list(pipeline.topology.hosts())
@@ -105,6 +119,15 @@ def cmd_install(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot read deploy key {deploy_key}: {exc.strerror}") from None
     unit = args.unit or _REPO / "packaging" / "fleetwave-agent.service"
+    if args.resident:
+        # A bad --rpc-socket fails before a wheel is built or any host is touched.
+        BootstrapOptions(
+            local_wheel=None,
+            local_trusted_keys=(),
+            deploy_public_key="",
+            agent_root=PurePosixPath(args.agent_root),
+            rpc_socket=None if args.rpc_socket is None else PurePosixPath(args.rpc_socket),
+        ).socket_path()
     with tempfile.TemporaryDirectory(prefix="fleetwave-wheel-") as tmp:
         wheel = None if args.deb is not None else args.wheel or build_wheel(Path(tmp))
         options = BootstrapOptions(
@@ -120,6 +143,9 @@ def cmd_install(args: argparse.Namespace) -> int:
             local_unit=unit if args.deb is None and unit.is_file() else None,
             pip_args=tuple(args.pip_arg),
             system_site_packages=args.system_site_packages,
+            resident=args.resident,
+            rpc_socket=None if args.rpc_socket is None else PurePosixPath(args.rpc_socket),
+            local_dropin=_REPO / "packaging" / "resident.conf" if args.resident else None,
         )
         access = AdminAccess(
             user=args.admin_user,
@@ -136,6 +162,10 @@ def cmd_install(args: argparse.Namespace) -> int:
         f"{len(results)} hosts: {changed} changed, {len(results) - changed - failed} "
         f"unchanged, {failed} failed"
     )
+    if args.resident:
+        # The controller must relay the same way the pinned key does.
+        print("resident mode: set this in the pipeline's deploy.ssh block:")
+        print(f'  agent_command: "{options.relay_command()}"')
     return 1 if failed else 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleetwave_agent.config import (
+    AccessLogSource,
     AgentConfig,
+    AppConfig,
     ExporterConfig,
+    LogErrorSource,
+    ProcessMatch,
+    PrometheusSource,
     StopFailurePolicy,
     load_config,
     load_config_file,
@@ -48,6 +55,7 @@ app:
       duration_unit: ms
   log: {path: /var/log/app.err, error_pattern: '(?i)panic'}
   process: {pid_file: run/app.pid}
+rpc_socket: /var/lib/fleetwave/rpc.sock
 """,
     "prometheus": """
 app:
@@ -203,3 +211,84 @@ def test_load_config_uses_the_cache_and_still_applies_env_and_flags(tmp_path: Pa
         assert (cfg.root, cfg.keep_releases) == (Path("/from/env"), 4)
         assert load_config(path, env=env, root=Path("/flag")).root == Path("/flag")
     assert len(list((tmp_path / "xdg" / "fleetwave-agent").iterdir())) == 1
+
+
+#: A config in which every field, at every level, differs from its default; a field
+#: added to any of these dataclasses and not listed here fails the test below.
+NOT_DEFAULT = AgentConfig(
+    root=Path("/srv/other"),
+    trusted_keys=(Path("/k/a.pub"),),
+    revoked_key_ids=("0123456789abcdef",),
+    keep_releases=9,
+    limits={"max_members": 7},
+    stop_failure=StopFailurePolicy.ABORT,
+    stop_timeout_s=1.5,
+    hook_output_max_bytes=77,
+    exporter=ExporterConfig(listen="0.0.0.0", port=1, health_interval_s=2.0),
+    app=AppConfig(
+        metrics=PrometheusSource(
+            url="http://127.0.0.1:1/m",
+            requests_metric="r",
+            duration_metric="d",
+            status_label="s",
+            timeout_s=0.5,
+        ),
+        log=LogErrorSource(path=Path("/e.log"), error_pattern=re.compile("boom", re.I)),
+        process=ProcessMatch(pid_file=Path("/p.pid"), name="app"),
+    ),
+    rpc_socket=Path("/run/fw/rpc.sock"),
+    source="/etc/fleetwave/agent.yaml",
+)
+ACCESS_LOG = AccessLogSource(path=Path("/a.log"), format=re.compile("x"), duration_unit="ms")
+
+
+def _defaults(cls: type) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+@pytest.mark.parametrize(
+    "value",
+    [NOT_DEFAULT, dataclasses.replace(NOT_DEFAULT, app=AppConfig(metrics=ACCESS_LOG))],
+    ids=["prometheus", "access-log"],
+)
+def test_every_field_survives_the_cache_round_trip(value: AgentConfig) -> None:
+    again = config_from_json(json.loads(json.dumps(config_to_json(value))))
+    pending: list[tuple[str, object, object]] = [("config", value, again)]
+    seen = 0
+    while pending and seen < 1000:  # bounded: the dataclass tree is small and acyclic
+        where, want, got = pending.pop()
+        seen += 1
+        assert type(got) is type(want), where
+        if not dataclasses.is_dataclass(want):
+            assert got == want, where
+            continue
+        defaults = _defaults(type(want))
+        for f in dataclasses.fields(want):
+            w, g = getattr(want, f.name), getattr(got, f.name)
+            if f.name in defaults and w is not None:
+                # Only a non-default value proves the field is carried, not re-defaulted.
+                assert w != defaults[f.name], f"{where}.{f.name}: give it a non-default value"
+            pending.append((f"{where}.{f.name}", w, g))
+    assert not pending
+    assert again == value
+
+
+def test_cache_written_before_rpc_socket_existed_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("rpc_socket: /var/lib/fleetwave/rpc.sock\n")
+    cache = tmp_path / "cache"
+    load_cached(path, cache, load_config_file)
+    (entry,) = cache.iterdir()
+    data = json.loads(entry.read_text())
+    del data["config"]["rpc_socket"]
+    data["format"] = 1
+    entry.write_text(json.dumps(data))
+    calls, parse = counting(load_config_file)
+    assert load_cached(path, cache, parse).rpc_socket == Path("/var/lib/fleetwave/rpc.sock")
+    assert len(calls) == 1

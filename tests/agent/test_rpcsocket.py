@@ -443,3 +443,51 @@ def test_config_key_rpc_socket(tmp_path: Path) -> None:
     bad.write_text("keep_releases: 3\nrpc_socket: 7\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml:2.*rpc_socket.*non-empty string"):
         load_config_file(bad)
+
+
+#: Runs ``exporter.serve`` in the main thread of a fresh interpreter (it installs signal
+#: handlers); a watcher thread records which install modules were loaded before the
+#: daemon started and stops it once they all are (or after a bounded wait).
+_WARM_SCRIPT = """
+import json, os, signal, sys, threading, time
+from pathlib import Path
+from fleetwave_agent.config import AgentConfig
+from fleetwave_agent.exporter import INSTALL_MODULES, serve
+from fleetwave_agent.operations import Agent
+
+root, sock = Path(sys.argv[1]), Path(sys.argv[2])
+before = [m for m in INSTALL_MODULES if m in sys.modules]
+
+def watch():
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(m in sys.modules for m in INSTALL_MODULES):
+        time.sleep(0.02)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=watch, daemon=True).start()
+code = serve(Agent(AgentConfig(root=root)), listen="127.0.0.1", port=0, rpc_socket=sock)
+after = [m for m in INSTALL_MODULES if m in sys.modules]
+print(json.dumps({"code": code, "before": before, "after": after}))
+"""
+
+
+def test_serve_with_rpc_socket_preloads_the_install_path(tmp_path: Path, sock_dir: Path) -> None:
+    import json
+    import sys
+
+    from fleetwave_agent.exporter import INSTALL_MODULES
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _WARM_SCRIPT, str(tmp_path / "root"), str(sock_dir / "rpc.sock")],
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["code"] == 0
+    # Not loaded by starting up; loaded by the daemon's warm-up.
+    assert set(out["before"]) < set(INSTALL_MODULES)
+    assert out["after"] == list(INSTALL_MODULES)

@@ -103,3 +103,18 @@ def test_report_lines():
     assert HostResult("a", HostStatus.OK).line() == "a: ok (nothing to change)"
     assert HostResult("b", HostStatus.CHANGED, ("x", "y")).line() == "b: changed (x, y)"
     assert HostResult("c", HostStatus.FAILED, message="boom").line() == "c: failed: boom"
+
+
+def test_resident_pins_the_socat_relay_and_names_the_socket(tmp_path):
+    opts = options(tmp_path, resident=True, agent_root=PurePosixPath("/srv/fw"))
+    line = pinned_key_line(opts)
+    assert line.startswith('command="socat STDIO UNIX-CONNECT:/srv/fw/rpc.sock",restrict ')
+    assert "rpc_socket: /srv/fw/rpc.sock\n" in render_agent_config(opts)
+    custom = options(tmp_path, resident=True, rpc_socket=PurePosixPath("/run/fw/a.sock"))
+    assert custom.relay_command() == "socat STDIO UNIX-CONNECT:/run/fw/a.sock"
+    assert custom.serve_command().endswith("serve --rpc-socket /run/fw/a.sock")
+
+
+def test_resident_without_the_dropin_fails_before_any_host(tmp_path):
+    with pytest.raises(ConfigError, match="needs the drop-in"):
+        desired_state(options(tmp_path, resident=True), "")

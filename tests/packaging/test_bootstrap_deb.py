@@ -86,9 +86,25 @@ class FakeHost:
     systemd: bool = False
     commands: list[str] = field(default_factory=list)
     puts: list[str] = field(default_factory=list)
+    programs: set[str] = field(default_factory=lambda: {"socat", "apt-get"})
+    dirs: set[str] = field(default_factory=lambda: {"/var/lib/fleetwave"})
 
     def run(self, command: str, **_: Any) -> Result:
         self.commands.append(command)
+        if "command -v" in command:
+            return Result("".join(f"{p}\n" for p in sorted(self.programs)))
+        if "apt-get install" in command and command.endswith(" socat"):
+            self.programs.add("socat")
+            return Result()
+        made = re.search(r"install -d -m 0750 .* (\S+) && echo created", command)
+        if made:
+            created = made.group(1) not in self.dirs
+            self.dirs.add(made.group(1))
+            return Result("created\n" if created else "")
+        marker = re.search(r"echo (\w+) > (\S+)'$", command)
+        if marker:
+            self.files[marker.group(2)] = marker.group(1).encode() + b"\n"
+            return Result()
         if command.startswith("getent passwd"):
             return Result("/var/lib/fleetwave\n")
         if command.startswith("cat "):

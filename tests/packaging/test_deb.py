@@ -304,3 +304,15 @@ def test_bootstrap_reads_the_built_package(deb: Path) -> None:
     info = read_deb_info(deb)
     assert (info.package, info.version) == ("fleetwave-agent", _version())
     assert "python3-prometheus-client" in info.dependency_names()
+
+
+def test_resident_dropin_ships_only_as_an_example(deb: Path, tmp_path: Path) -> None:
+    example = "/usr/share/doc/fleetwave-agent/examples/resident.conf"
+    contents = _contents(deb)
+    assert contents[example] == "-rw-r--r--"
+    # Opt-in: nothing under a systemd drop-in directory is active after install.
+    assert not [p for p in contents if ".service.d/" in p]
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path)], check=True, timeout=60)
+    text = (tmp_path / example.lstrip("/")).read_text()
+    assert "ExecStart=/usr/bin/fleetwave-agent --config" in text
+    assert "/opt/fleetwave-agent" not in text

@@ -1,0 +1,242 @@
+"""Resident mode: the systemd drop-in and ``fleetwave agent install --resident``.
+
+The drop-in is parsed as systemd reads it (repeated keys kept in order); the bootstrap
+runs against the scripted host of :mod:`test_bootstrap_deb` through ``install_agent``'s
+``connect`` seam, on both the Debian-package and the wheel paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from fleetwave.bootstrap import (
+    DEFAULT_DROPIN_PATH,
+    BootstrapOptions,
+    HostStatus,
+    render_agent_config,
+    render_resident_dropin,
+)
+from fleetwave.errors import ConfigError
+
+from .test_bootstrap_deb import DEPS, FakeHost, install
+from .test_bootstrap_deb import options as deb_options
+
+pytestmark = pytest.mark.unit
+
+PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
+DROPIN = PACKAGING / "resident.conf"
+UNIT = PACKAGING / "fleetwave-agent.service"
+SOCK = "/var/lib/fleetwave/rpc.sock"
+RELAY = f"socat STDIO UNIX-CONNECT:{SOCK}"
+DROPIN_PATH = str(DEFAULT_DROPIN_PATH)
+
+#: Main-unit settings the drop-in keeps, and why: same user as session mode (the
+#: socket is 0600), supervision, and an empty ambient set (as an SSH login has).
+KEPT = {"Type", "User", "Group", "Restart", "RestartSec", "AmbientCapabilities"}
+
+
+def directives(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) for every assignment, in order, as systemd reads them."""
+    out: list[tuple[str, str, str]] = []
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"not an assignment: {raw!r}"
+        out.append((section, key.strip(), value.strip()))
+    return out
+
+
+def last(pairs: list[tuple[str, str, str]]) -> dict[str, str]:
+    return {key: value for _, key, value in pairs}
+
+
+def test_dropin_resets_execstart_then_serves_the_socket() -> None:
+    pairs = directives(DROPIN.read_text())
+    assert {section for section, _, _ in pairs} == {"Service"}
+    starts = [value for _, key, value in pairs if key == "ExecStart"]
+    assert starts[0] == ""  # reset first, or systemd rejects a second ExecStart
+    assert len(starts) == 2
+    main_start = last(directives(UNIT.read_text()))["ExecStart"]
+    # The same program and config as the shipped unit, plus the socket.
+    assert starts[1] == f"{main_start} --rpc-socket {SOCK}"
+
+
+def test_dropin_lifts_caps_and_keeps_hook_started_apps_alive() -> None:
+    values = last(directives(DROPIN.read_text()))
+    assert values["KillMode"] == "process"
+    assert values["CPUQuota"] == ""
+    assert values["MemoryMax"] == "infinity"
+    assert values["TasksMax"] == "infinity"
+
+
+def test_dropin_undoes_every_sandboxing_setting_of_the_unit() -> None:
+    unit = {key for section, key, _ in directives(UNIT.read_text()) if section == "Service"}
+    values = last(directives(DROPIN.read_text()))
+    overridden = set(values)
+    assert unit - KEPT - {"ExecStart"} <= overridden, "a main-unit setting is not reset"
+    assert not (KEPT & overridden)
+    # Session mode: setuid programs work, full bounding set, sshd's umask.
+    assert values["NoNewPrivileges"] == "no"
+    assert values["CapabilityBoundingSet"] == "~"
+    assert values["UMask"] == "0022"
+    for key, value in values.items():
+        if key.startswith(("Protect", "Private", "Restrict")) and key != "RestrictAddressFamilies":
+            assert value == "no", key
+    for key in ("SystemCallFilter", "SystemCallArchitectures", "RestrictAddressFamilies"):
+        assert values[key] == "", key
+
+
+def resident(tmp_path: Path, **changes: Any) -> BootstrapOptions:
+    return deb_options(tmp_path, resident=True, local_dropin=DROPIN, **changes)
+
+
+def test_dropin_is_templated_for_each_layout(tmp_path: Path) -> None:
+    deb = resident(tmp_path, rpc_socket=PurePosixPath("/srv/fw/run/agent.sock"))
+    text = render_resident_dropin(deb, DROPIN.read_text())
+    start = [v for _, k, v in directives(text) if k == "ExecStart"][1]
+    assert start == (
+        "/usr/bin/fleetwave-agent --config /etc/fleetwave/agent.yaml serve "
+        "--rpc-socket /srv/fw/run/agent.sock"
+    )
+    wheel = resident(tmp_path, local_deb=None, venv=PurePosixPath("/opt/v"))
+    text = render_resident_dropin(wheel, DROPIN.read_text())
+    assert [v for _, k, v in directives(text) if k == "ExecStart"][1] == (
+        f"/opt/v/bin/fleetwave-agent --config /etc/fleetwave/agent.yaml serve --rpc-socket {SOCK}"
+    )
+    with pytest.raises(ConfigError, match="reset ExecStart="):
+        render_resident_dropin(deb, "[Service]\nKillMode=process\n")
+
+
+def test_config_names_the_socket_only_when_resident(tmp_path: Path) -> None:
+    assert f"rpc_socket: {SOCK}\n" in render_agent_config(resident(tmp_path))
+    assert "rpc_socket" not in render_agent_config(deb_options(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "path", ["relative/rpc.sock", "/run/a b.sock", "/run/a,b.sock", "/run/a:b", '/r/"x', "/a/../b"]
+)
+def test_unsafe_socket_path_is_one_clear_error(tmp_path: Path, path: str) -> None:
+    host = FakeHost()
+    with pytest.raises(ConfigError, match="--rpc-socket"):
+        install(host, resident(tmp_path, rpc_socket=PurePosixPath(path)))
+    assert host.commands == []
+
+
+def test_deb_resident_on_systemd_pins_the_relay_and_installs_the_dropin(tmp_path: Path) -> None:
+    host = FakeHost(packages={n: "1" for n in DEPS}, systemd=True)
+    result = install(host, resident(tmp_path))
+    assert result.status is HostStatus.CHANGED, result.line()
+    auth = host.files["/var/lib/fleetwave/.ssh/authorized_keys"].decode()
+    assert auth.startswith(f'command="{RELAY}",restrict ssh-ed25519 ')
+    assert "fleetwave-agent rpc" not in auth
+    assert f"rpc_socket: {SOCK}".encode() in host.files["/etc/fleetwave/agent.yaml"]
+    dropin = host.files[DROPIN_PATH].decode()
+    assert (
+        "ExecStart=/usr/bin/fleetwave-agent --config /etc/fleetwave/agent.yaml serve "
+        f"--rpc-socket {SOCK}" in dropin
+    )
+    # The new drop-in is loaded before the restart that applies it.
+    reload = host.commands.index("systemctl daemon-reload")
+    assert reload < host.commands.index("systemctl restart fleetwave-agent.service")
+    assert result.message == ""
+    host.commands.clear()
+    again = install(host, resident(tmp_path))
+    assert again.status is HostStatus.OK, again.line()
+    assert not [c for c in host.commands if c.startswith(("systemctl", "env "))]
+
+
+def test_deb_path_installs_missing_socat_with_apt_first(tmp_path: Path) -> None:
+    host = FakeHost(packages={n: "1" for n in DEPS}, programs={"apt-get"})
+    result = install(host, resident(tmp_path))
+    assert result.changes[0] == "socat"
+    [apt] = [c for c in host.commands if c.endswith(" socat")]
+    assert apt.startswith("env DEBIAN_FRONTEND=noninteractive apt-get install -y")
+    assert host.commands.index(apt) < next(
+        i for i, c in enumerate(host.commands) if "dpkg --force-confold" in c
+    )
+
+
+@pytest.mark.parametrize(
+    ("programs", "deb"), [({"apt-get"}, False), (set(), True)], ids=["wheel", "deb-no-apt"]
+)
+def test_missing_socat_fails_the_host_before_any_change(
+    tmp_path: Path, programs: set[str], deb: bool
+) -> None:
+    changes: dict[str, Any] = {}
+    if not deb:
+        wheel = tmp_path / "fleetwave-0.1.0-py3-none-any.whl"
+        wheel.write_bytes(b"wheel")
+        changes = {"local_deb": None, "local_wheel": wheel}
+    host = FakeHost(packages={n: "1" for n in DEPS}, programs=programs)
+    result = install(host, resident(tmp_path, **changes))
+    assert result.status is HostStatus.FAILED
+    assert result.line() == (
+        "h1: failed: socat is not installed (resident mode relays SSH sessions with it): "
+        "install the socat package, or drop --resident"
+    )
+    assert len(host.commands) == 1  # only the probe
+    assert host.files == {}
+
+
+def test_wheel_resident_without_systemd_says_how_to_start_it(tmp_path: Path) -> None:
+    wheel = tmp_path / "fleetwave-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"wheel")
+    opts = resident(
+        tmp_path,
+        local_deb=None,
+        local_wheel=wheel,
+        local_unit=UNIT,
+        rpc_socket=PurePosixPath("/srv/fw/rpc.sock"),
+    )
+    host = FakeHost()
+    result = install(host, opts)
+    assert result.status is HostStatus.CHANGED, result.line()
+    assert "/srv/fw" in result.changes  # the socket's directory, for the deploy user
+    assert any("install -d -m 0750 -o fleetwave -g fleetwave /srv/fw" in c for c in host.commands)
+    assert DROPIN_PATH not in host.files  # no systemd: no drop-in
+    assert result.message == (
+        "no systemd on this host: start the resident agent with "
+        "`/opt/fleetwave-agent/venv/bin/fleetwave-agent --config /etc/fleetwave/agent.yaml "
+        "serve --rpc-socket /srv/fw/rpc.sock` as fleetwave under your init system"
+    )
+    auth = host.files["/var/lib/fleetwave/.ssh/authorized_keys"].decode()
+    assert auth.startswith('command="socat STDIO UNIX-CONNECT:/srv/fw/rpc.sock",restrict ')
+    host.commands.clear()
+    assert install(host, opts).status is HostStatus.OK
+
+
+def test_wheel_resident_on_systemd_reloads_and_restarts(tmp_path: Path) -> None:
+    wheel = tmp_path / "fleetwave-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"wheel")
+    opts = resident(tmp_path, local_deb=None, local_wheel=wheel, local_unit=UNIT)
+    host = FakeHost(systemd=True)
+    result = install(host, opts)
+    assert DROPIN_PATH in result.changes
+    assert (
+        "/opt/fleetwave-agent/venv/bin/fleetwave-agent --config" in host.files[DROPIN_PATH].decode()
+    )
+    tail = host.commands[-3:]
+    assert tail == [
+        "systemctl daemon-reload",
+        "systemctl enable fleetwave-agent.service",
+        "systemctl restart fleetwave-agent.service",
+    ]
+
+
+def test_cli_rpc_socket_needs_resident(capsys: pytest.CaptureFixture[str]) -> None:
+    from fleetwave.cli import main
+
+    argv = ["agent", "install", "-f", "/nonexistent.yaml", "--trust", "k", "--rpc-socket", "/s"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "--rpc-socket only applies with --resident" in err[0]
