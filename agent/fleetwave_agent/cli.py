@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import FleetwaveError, IntegrityError, StoreError
+from .clirun import run_command
+from .errors import IntegrityError
 
 PROG = "fleetwave-agent"
 
@@ -217,29 +218,7 @@ def _rpc(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fleetwave-agent`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        status: int = args.func(args)
-    except FleetwaveError as exc:
-        if args.debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # e.g. the root is not writable: still one line, no traceback
-        if args.debug:
-            import traceback
-
-            traceback.print_exc()
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{PROG}: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return StoreError.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return status
+    return run_command(PROG, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,19 @@
 """The ``fleetwave`` command line.
 
 Each command family lives in its own ``cli_*`` module with a ``register(subparsers)``
-function; every command handler returns an exit status. Errors derived from
-FleetwaveError become one line on stderr and the error's exit code; ``--debug`` shows
-the traceback instead.
+function; every command handler returns an exit status. Errors become one line on
+stderr and an exit code (``fleetwave_agent.clirun``); ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from collections.abc import Sequence
 
+from fleetwave_agent.clirun import run_command
+
 from . import __version__, cli_agent, cli_deploy, cli_package, cli_plan
-from .errors import FleetwaveError
 
 COMMAND_MODULES = [cli_package, cli_plan, cli_agent, cli_deploy]
 
@@ -32,19 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        status: int = args.func(args)
-    except FleetwaveError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"fleetwave: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("fleetwave: interrupted", file=sys.stderr)
-        return 130
-    return status
+    """Entry point of the ``fleetwave`` console script."""
+    return run_command("fleetwave", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
