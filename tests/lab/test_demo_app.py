@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fleetwave_agent.package import load_package_config
 from tests.lab import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -173,7 +174,6 @@ def test_start_and_stop_hooks(tmp_path: Path) -> None:
 
 
 def test_package_config_is_valid() -> None:
-    package = pytest.importorskip("fleetwave_agent.package")
-    hooks, checks = package.load_package_config(DEMO / "fleetwave-package.yaml")
+    hooks, checks = load_package_config(DEMO / "fleetwave-package.yaml")
     assert set(hooks) == {"start", "stop"}
     assert [c.name for c in checks] == ["http"]
