@@ -201,6 +201,13 @@ def test_rolling_deployment_under_load_loses_no_request(lab: Callable[..., Lab])
     assert report.failures == []
     assert set(env.versions().values()) == {"2.0.0"}
     assert env.all_ready()
+    # The structured event log of both runs: every host step, and how each run ended.
+    log = (env.work / "state" / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in log]
+    ends = [e["result"] for e in events if e["event"] == "DeploymentChanged" and e.get("result")]
+    assert ends == ["succeeded", "succeeded"]
+    installed = {e["host"] for e in events if e["event"] == "HostStep" and e["step"] == "install"}
+    assert installed == {h.name for h in env.fleet.hosts}
 
 
 def test_bad_release_past_budget_rolls_back_without_failed_requests(
