@@ -24,6 +24,7 @@ from fleetwave_agent.rpc_protocol import (
     encode_request,
 )
 
+from ..sshserver import pump, start_loopback_ssh
 from .conftest import AGENT_CMD, AGENT_DIR, PackageBuilder
 
 pytestmark = pytest.mark.integration
@@ -138,22 +139,7 @@ class _AgentSsh:
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
-        child_in, child_out = proc.stdin, proc.stdout
-        assert child_in is not None
-        assert child_out is not None
-
-        async def pump_in() -> None:
-            while data := await process.stdin.read(1 << 16):
-                child_in.write(data)
-                await child_in.drain()
-            child_in.close()
-
-        async def pump_out() -> None:
-            while data := await child_out.read(1 << 16):
-                process.stdout.write(data)
-                await process.stdout.drain()
-
-        await asyncio.gather(pump_in(), pump_out())
+        await pump(process, proc)
         process.exit(await proc.wait())
 
 
@@ -183,31 +169,16 @@ class _Client:
 
 
 async def _ssh_scenario(tmp_path: Path, pub: Path, v1: Path, v2: Path) -> dict[str, Any]:
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
     agent = _AgentSsh(tmp_path / "root", pub)
-    server = await asyncssh.create_server(
-        asyncssh.SSHServer,
-        "127.0.0.1",
-        0,
-        server_host_keys=[host_key],
-        authorized_client_keys=authorized,
-        process_factory=agent.handle,
-        encoding=None,
-    )
-    port = server.sockets[0].getsockname()[1]
-    known = asyncssh.import_known_hosts(
-        f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}"
-    )
+    ssh = await start_loopback_ssh(agent.handle)
     out: dict[str, Any] = {}
     try:
         async with asyncssh.connect(
             "127.0.0.1",
-            port,
+            ssh.port,
             username="deploy",
-            client_keys=[client_key],
-            known_hosts=known,
+            client_keys=[ssh.client_key],
+            known_hosts=ssh.known_hosts,
             agent_path=None,
         ) as conn:
             proc = await conn.create_process("fleetwave-agent rpc", encoding=None)
@@ -230,8 +201,7 @@ async def _ssh_scenario(tmp_path: Path, pub: Path, v1: Path, v2: Path) -> dict[s
             await asyncio.wait_for(proc.wait(), 60)
             out["exit_status"] = proc.exit_status
     finally:
-        server.close()
-        await server.wait_closed()
+        await ssh.close()
     out["sessions"] = agent.sessions
     return out
 

@@ -40,6 +40,7 @@ from fleetwave_agent.rpc_protocol import (
 )
 from fleetwave_agent.rpcsocket import RpcSocketServer
 
+from ..sshserver import pump, start_loopback_ssh
 from .conftest import AGENT_CMD, PackageBuilder, agent_env
 
 pytestmark = [
@@ -339,32 +340,14 @@ async def _relay_session(process: asyncssh.SSHServerProcess[bytes], commands: li
     proc = await asyncio.create_subprocess_shell(
         command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
-    child_in, child_out = proc.stdin, proc.stdout
-    assert child_in is not None
-    assert child_out is not None
-
-    async def pump_in() -> None:
-        while data := await process.stdin.read(1 << 16):
-            child_in.write(data)
-            await child_in.drain()
-        child_in.close()
-
-    async def pump_out() -> None:
-        while data := await child_out.read(1 << 16):
-            process.stdout.write(data)
-            await process.stdout.drain()
-
     try:
-        await asyncio.gather(pump_in(), pump_out())
+        await pump(process, proc)
     finally:
         code = await _reap(proc)
     process.exit(code)
 
 
 async def _transport_scenario(sock: Path, v1: Path, v2: Path) -> dict[str, Any]:
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
     commands: list[str] = []
     finished: list[asyncio.Event] = []
 
@@ -376,28 +359,15 @@ async def _transport_scenario(sock: Path, v1: Path, v2: Path) -> dict[str, Any]:
         finally:
             done.set()
 
-    server = await asyncssh.create_server(
-        asyncssh.SSHServer,
-        "127.0.0.1",
-        0,
-        server_host_keys=[host_key],
-        authorized_client_keys=authorized,
-        process_factory=session,
-        encoding=None,
-        password_auth=False,
-        kbdint_auth=False,
-        gss_host=None,
-    )
-    port = server.sockets[0].getsockname()[1]
-    known = f"[127.0.0.1]:{port} {host_key.export_public_key('openssh').decode().strip()}\n"
+    ssh = await start_loopback_ssh(session)
     settings = SshSettings(user="deploy", agent_command=f"socat STDIO UNIX-CONNECT:{sock}")
     transport = SshTransport(
         settings,
-        client_keys=[client_key],
-        known_hosts=asyncssh.import_known_hosts(known),
+        client_keys=[ssh.client_key],
+        known_hosts=ssh.known_hosts,
         retry=RetryPolicy(retries=0, base_delay_s=0.01, max_delay_s=0.01),
     )
-    host = HostRef("h1", "127.0.0.1", "r", "a", ssh_user="deploy", ssh_port=port)
+    host = HostRef("h1", "127.0.0.1", "r", "a", ssh_user="deploy", ssh_port=ssh.port)
     out: dict[str, Any] = {"commands": commands}
     try:
         async with asyncio.timeout(DEADLINE_S * 2):
@@ -414,8 +384,7 @@ async def _transport_scenario(sock: Path, v1: Path, v2: Path) -> dict[str, Any]:
         await transport.close()
         for done in finished:  # each relay sees EOF and exits once the client is gone
             await asyncio.wait_for(done.wait(), DEADLINE_S)
-        server.close()
-        await server.wait_closed()
+        await ssh.close()
     return out
 
 

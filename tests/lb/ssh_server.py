@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
 import asyncssh
+
+from tests.sshserver import LoopbackSsh, start_loopback_ssh
 
 
 async def _run_command(process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -37,38 +38,21 @@ class LoopbackSshServer:
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: Any = None
+        self._ssh: LoopbackSsh | None = None
 
     def __enter__(self) -> LoopbackSshServer:
-        host_key = asyncssh.generate_private_key("ssh-ed25519")
-        client_key = asyncssh.generate_private_key("ssh-ed25519")
-        client_key.write_private_key(str(self.client_key))
-        authorized = asyncssh.import_authorized_keys(client_key.export_public_key().decode())
         self._thread.start()
-
-        async def start() -> Any:
-            return await asyncssh.create_server(
-                asyncssh.SSHServer,
-                "127.0.0.1",
-                0,
-                server_host_keys=[host_key],
-                authorized_client_keys=authorized,
-                process_factory=_run_command,
-                encoding=None,
-            )
-
-        self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
-        self.port = self._server.sockets[0].getsockname()[1]
-        pub = host_key.export_public_key().decode().strip()
+        future = asyncio.run_coroutine_threadsafe(start_loopback_ssh(_run_command), self._loop)
+        self._ssh = future.result(10)
+        self.port = self._ssh.port
+        self._ssh.client_key.write_private_key(str(self.client_key))
+        pub = self._ssh.host_key.export_public_key().decode().strip()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {pub}\n")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        async def stop() -> None:
-            self._server.close()
-            await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        assert self._ssh is not None
+        asyncio.run_coroutine_threadsafe(self._ssh.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()

@@ -19,6 +19,8 @@ from fleetwave.transport.retry import RetryPolicy
 from fleetwave.transport.ssh import ErrorKind, SshTransport
 from fleetwave_agent.rpc_protocol import encode_hello
 
+from ..sshserver import start_loopback_ssh
+
 pytestmark = pytest.mark.integration
 
 
@@ -33,9 +35,6 @@ async def _run_against(hello_delay_s: float | None, settings: SshSettings) -> st
 
     Returns "hello" or the AgentCallTimeoutError's message.
     """
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    authorized = asyncssh.import_authorized_keys(client_key.export_public_key("openssh").decode())
 
     async def agent(process: asyncssh.SSHServerProcess[bytes]) -> None:
         if hello_delay_s is None:
@@ -46,27 +45,14 @@ async def _run_against(hello_delay_s: float | None, settings: SshSettings) -> st
         await process.stdin.read()
         process.exit(0)
 
-    server = await asyncssh.create_server(
-        asyncssh.SSHServer,
-        "127.0.0.1",
-        0,
-        server_host_keys=[host_key],
-        authorized_client_keys=authorized,
-        process_factory=agent,
-        encoding=None,
-        password_auth=False,
-        kbdint_auth=False,
-        gss_host=None,
-    )
-    port = server.sockets[0].getsockname()[1]
-    known = f"[127.0.0.1]:{port} {host_key.export_public_key('openssh').decode().strip()}\n"
+    ssh = await start_loopback_ssh(agent)
     transport = SshTransport(
         settings,
-        client_keys=[client_key],
-        known_hosts=asyncssh.import_known_hosts(known),
+        client_keys=[ssh.client_key],
+        known_hosts=ssh.known_hosts,
         retry=RetryPolicy(retries=0, base_delay_s=0.01, max_delay_s=0.01),
     )
-    host = HostRef("slow", "127.0.0.1", "r", "a", ssh_user="deploy", ssh_port=port)
+    host = HostRef("slow", "127.0.0.1", "r", "a", ssh_user="deploy", ssh_port=ssh.port)
     try:
         async with asyncio.timeout(20):  # bound: far below any 3600 s sleep
             try:
@@ -78,8 +64,7 @@ async def _run_against(hello_delay_s: float | None, settings: SshSettings) -> st
             return "hello"
     finally:
         await transport.close()
-        server.close()
-        await server.wait_closed()
+        await ssh.close()
 
 
 def test_silent_agent_times_out_under_agent_start_timeout() -> None:
