@@ -45,24 +45,30 @@ EVENT_LOG = "events.jsonl"
 SECOND_INTERRUPT_S = 3.0
 
 
+def _run_options(parser: argparse.ArgumentParser, *, metrics: bool) -> None:
+    """Options of every command that drives hosts: deploy, resume, rollback."""
+    if metrics:
+        parser.add_argument(
+            "--metrics-port", type=int, help="serve controller metrics on this port"
+        )
+    parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    parser.add_argument("--force-unlock", metavar="LOCK_ID", help="clear this stale lock first")
+
+
 def register(sub: Any) -> None:
     """Add the deployment commands to the ``fleetwave`` parser."""
     d = sub.add_parser("deploy", help="deploy a package through a pipeline")
     _common(d)
     d.add_argument("package", type=Path, help="the .fwpkg package to deploy")
     d.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    d.add_argument("--metrics-port", type=int, help="serve controller metrics on this port")
-    d.add_argument("--json", action="store_true", help="JSON lines on stdout")
-    d.add_argument("--force-unlock", metavar="LOCK_ID", help="clear this stale lock first")
+    _run_options(d, metrics=True)
     d.set_defaults(func=cmd_deploy)
 
     r = sub.add_parser("resume", help="continue a deployment after a crash or an abort")
     _common(r)
     r.add_argument("deployment", nargs="?", help="deployment id (default: the latest)")
     r.add_argument("--yes", action="store_true", help="Ctrl-C rolls back without asking")
-    r.add_argument("--metrics-port", type=int, help="serve controller metrics on this port")
-    r.add_argument("--json", action="store_true", help="JSON lines on stdout")
-    r.add_argument("--force-unlock", metavar="LOCK_ID", help="clear this stale lock first")
+    _run_options(r, metrics=True)
     r.set_defaults(func=cmd_resume)
 
     b = sub.add_parser("rollback", help="roll a deployment back")
@@ -70,8 +76,7 @@ def register(sub: Any) -> None:
     b.add_argument("deployment", nargs="?", help="deployment id (default: the latest)")
     b.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     b.add_argument("--reason", default="requested by operator", help="recorded in the journal")
-    b.add_argument("--json", action="store_true", help="JSON lines on stdout")
-    b.add_argument("--force-unlock", metavar="LOCK_ID", help="clear this stale lock first")
+    _run_options(b, metrics=False)
     b.set_defaults(func=cmd_rollback)
 
     s = sub.add_parser("status", help="the latest deployment of a pipeline")

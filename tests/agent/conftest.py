@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import socket
 import stat
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +118,23 @@ def make_agent(tmp_path: Path, keypair: tuple[Path, Path]) -> Callable[..., Agen
 def trace(root: Path) -> list[str]:
     path = root / "run" / "trace"
     return path.read_text().splitlines() if path.exists() else []
+
+
+class _LoopbackHttpServer(http.server.HTTPServer):
+    def server_bind(self) -> None:  # skip getfqdn(): it can hang without DNS
+        self.socket.bind(self.server_address)
+        self.server_name, self.server_port = "127.0.0.1", self.socket.getsockname()[1]
+
+
+@contextlib.contextmanager
+def loopback_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """Serve ``handler`` on 127.0.0.1 (a free port) in a thread; yields the port."""
+    server = _LoopbackHttpServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -6,7 +6,6 @@ import http.server
 import os
 import re
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from fleetwave_agent.appmetrics import AccessLogCollector, LogTailer, Prometheus
 from fleetwave_agent.config import AccessLogSource, PrometheusSource
 from fleetwave_agent.operations import Agent
 
-from .conftest import AGENT_CMD, PackageBuilder, agent_env, free_port
+from .conftest import AGENT_CMD, PackageBuilder, agent_env, free_port, loopback_http
 
 pytestmark = pytest.mark.integration
 
@@ -50,21 +49,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _Server(http.server.HTTPServer):
-    def server_bind(self) -> None:
-        self.socket.bind(self.server_address)
-        self.server_name, self.server_port = "127.0.0.1", self.socket.getsockname()[1]
-
-
 @pytest.fixture
 def app_port() -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_port
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with loopback_http(_Handler) as port:
+        yield port
 
 
 def _samples(text: str) -> dict[str, float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from fleetwave_agent.errors import HealthCheckError
 from fleetwave_agent.health import ProbeResult, probe, raise_for, run_checks
 from fleetwave_agent.manifest import HealthCheckSpec
 
-from .conftest import free_port
+from .conftest import free_port, loopback_http
 
 pytestmark = pytest.mark.integration
 
@@ -31,21 +30,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _Server(http.server.HTTPServer):
-    def server_bind(self) -> None:  # skip getfqdn(): it can hang without DNS
-        self.socket.bind(self.server_address)
-        self.server_name, self.server_port = "127.0.0.1", self.socket.getsockname()[1]
-
-
 @pytest.fixture
 def http_port() -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_port
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with loopback_http(_Handler) as port:
+        yield port
 
 
 def test_http_ok_and_wrong_status(http_port: int) -> None:

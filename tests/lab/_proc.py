@@ -44,6 +44,12 @@ def run(
     return proc
 
 
+def ssh_keygen(key: Path, comment: str) -> str:
+    """Write a new passphrase-less Ed25519 key pair at ``key``; return the public line."""
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
+    return key.with_suffix(".pub").read_text().strip()
+
+
 def wait_until(
     predicate: Callable[[], T | None],
     *,

@@ -21,7 +21,7 @@ from typing import Any
 import fleetwave_agent.errors
 
 from . import net
-from ._proc import LabError, pid_alive, run
+from ._proc import LabError, pid_alive, run, ssh_keygen
 from .haproxy import Backend, LabHaproxy
 from .host import LabHost
 from .load import SteadyLoad
@@ -179,21 +179,7 @@ class Fleet:
     def _make_keys(self) -> None:
         ssh_dir = self.run_dir / "ssh"
         ssh_dir.mkdir(mode=0o755)
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "fleetwave-lab",
-                "-f",
-                str(self.client_key),
-            ]
-        )
-        pub = self.client_key.with_suffix(".pub").read_text().strip()
+        pub = ssh_keygen(self.client_key, "fleetwave-lab")
         if self.config.pin_agent_command:
             pub = f'command="{self.agent_path} rpc",restrict {pub}'
         self.authorized_keys.write_text(pub + "\n")
@@ -211,20 +197,7 @@ class Fleet:
             user=self.config.user,
             sshd_config=host_dir / "sshd_config",
         )
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                host.name,
-                "-f",
-                str(host.host_key),
-            ]
-        )
+        ssh_keygen(host.host_key, host.name)
         host.sshd_config.write_text(self._sshd_config(host))
         agent_yaml = (
             self.config.agent_config(host) if self.config.agent_config else "root: /srv/fleetwave\n"

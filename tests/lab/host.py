@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._proc import LabError, log_tail, port_open, run, stop_process, wait_until
+from ._proc import LabError, log_tail, port_open, run, ssh_keygen, stop_process, wait_until
 
 _NFT_TABLE = "fwlab"
 
@@ -151,22 +151,9 @@ class LabHost:
         Returns the new public key line; the lab's known_hosts is NOT updated."""
         for path in (self.host_key, self.host_key.with_suffix(".pub")):
             path.unlink(missing_ok=True)
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                self.name,
-                "-f",
-                str(self.host_key),
-            ]
-        )
+        public = ssh_keygen(self.host_key, self.name)
         self.restart_sshd()
-        return self.host_key.with_suffix(".pub").read_text().strip()
+        return public
 
     def stop(self) -> None:
         """Stop sshd and the anchor (reaping both). Other processes are the fleet's job."""
