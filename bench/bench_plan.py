@@ -13,13 +13,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fleetwave.pipeline import OneboxPolicy, Pipeline, RollingPolicy, WaveSpec, load_pipeline
-from fleetwave.pipeline_schema import Unit
-from fleetwave.plan import BakeRequirement, HostRef
-from fleetwave.planner import plan_pipeline
-from fleetwave.schema import Quantity
-from fleetwave.settings import DeploySettings
-from fleetwave.topology import Region, Topology, TrafficClass
+from fleetwave.config.pipeline import OneboxPolicy, Pipeline, RollingPolicy, WaveSpec, load_pipeline
+from fleetwave.config.schema import Quantity
+from fleetwave.config.settings import DeploySettings
+from fleetwave.config.spec import Unit
+from fleetwave.config.topology import Region, Topology, TrafficClass
+from fleetwave.planning.model import BakeRequirement, HostRef
+from fleetwave.planning.planner import plan_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -33,8 +33,8 @@ sys.path[:0] = [str(ROOT / "controller"), str(ROOT / "agent"), str(ROOT)]
 
 from tests.inproc.agents import make_package  # noqa: E402
 
-from fleetwave.plan import HostRef  # noqa: E402
-from fleetwave.settings import SshSettings  # noqa: E402
+from fleetwave.config.settings import SshSettings  # noqa: E402
+from fleetwave.planning.model import HostRef  # noqa: E402
 from fleetwave.transport.ssh import ErrorCounter, SshTransport  # noqa: E402
 
 

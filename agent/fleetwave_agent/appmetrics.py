@@ -29,7 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from .config import AccessLogSource, LogErrorSource, PrometheusSource
+from fleetwave_agent.config import AccessLogSource, LogErrorSource, PrometheusSource
 
 MAX_READ_BYTES = 4 << 20
 #: Latency buckets (seconds) for request durations derived from an access log.

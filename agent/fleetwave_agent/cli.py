@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .clirun import run_command
-from .errors import IntegrityError
+from fleetwave_agent import __version__
+from fleetwave_agent.errors import IntegrityError
+from fleetwave_core.clirun import run_command
 
 PROG = "fleetwave-agent"
 
@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _agent(args: argparse.Namespace) -> Any:
-    from .config import load_config
-    from .operations import Agent
+    from fleetwave_agent.config import load_config
+    from fleetwave_agent.operations import Agent
 
     root = args.root.absolute() if args.root else None
     trust = [t.absolute() for t in args.trust]
@@ -189,10 +189,10 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .config_cache import ENV_DISABLE
-    from .exporter import serve
-    from .operations import Agent
+    from fleetwave_agent.config import load_config
+    from fleetwave_agent.config_cache import ENV_DISABLE
+    from fleetwave_agent.exporter import serve
+    from fleetwave_agent.operations import Agent
 
     # The daemon starts once, so it always parses the YAML itself: the config cache
     # exists for short-lived `rpc` sessions and stores only what they read.
@@ -205,7 +205,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _rpc(args: argparse.Namespace) -> int:
-    from .rpc import RpcServer, serve_stdio
+    from fleetwave_agent.rpc import RpcServer, serve_stdio
 
     # The protocol owns fd 1: point fd 1 (and sys.stdout) at stderr so a stray print or
     # child process can never corrupt the stream.

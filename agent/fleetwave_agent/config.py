@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .durations import parse_duration
-from .yamlsrc import YamlDocument, join_path
+from fleetwave_core.durations import parse_duration
+from fleetwave_core.yamlsrc import YamlDocument, join_path
 
 DEFAULT_CONFIG_PATH = Path("/etc/fleetwave/agent.yaml")
 DEFAULT_ROOT = Path("/var/lib/fleetwave")
@@ -336,7 +336,7 @@ def _metrics_source(r: _Reader, value: Any) -> PrometheusSource | AccessLogSourc
 
 def load_config_file(path: Path) -> AgentConfig:
     """Read and validate one config file (no cache, no environment, no flags)."""
-    from .yamlsrc import load_yaml  # PyYAML only when a file is actually parsed
+    from fleetwave_core.yamlsrc import load_yaml  # PyYAML only when a file is actually parsed
 
     return parse_config(load_yaml(path))
 
@@ -361,7 +361,7 @@ def load_config(
     if explicit is None and not file_path.exists():
         cfg = AgentConfig()
     else:
-        from .config_cache import default_cache_dir, load_cached
+        from fleetwave_agent.config_cache import default_cache_dir, load_cached
 
         cfg = load_cached(file_path, default_cache_dir(env), load_config_file)
     if env.get(ENV_ROOT):

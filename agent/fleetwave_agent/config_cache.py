@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import (
+from fleetwave_agent.config import (
     AccessLogSource,
     AgentConfig,
     AppConfig,

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ChecksumError
-from .package import _LEN, HEADER_BYTES, MAGIC, SIGNATURE_BYTES
+from fleetwave_agent.errors import ChecksumError
+from fleetwave_agent.package import _LEN, HEADER_BYTES, MAGIC, SIGNATURE_BYTES
 
 if TYPE_CHECKING:
-    from .manifest import Manifest
+    from fleetwave_agent.manifest import Manifest
 
 FileIdentity = tuple[int, int, int, int, int]
 

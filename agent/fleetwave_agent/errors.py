@@ -1,47 +1,19 @@
-"""The error hierarchy shared by the agent and the controller.
-
-Every error fleetwave raises derives from :class:`FleetwaveError`. Leaf errors also
-inherit the matching builtin where one fits, so callers can catch either.
-Each error renders as one line that names what is wrong and where.
+"""The agent's errors. They share the root :class:`FleetwaveError` and the exit-code
+table with the controller (:mod:`fleetwave_core`); the shared ones are re-exported here.
 """
 
 from __future__ import annotations
 
+from fleetwave_core.errors import ConfigError, FleetwaveError, LockedError, UsageError
+from fleetwave_core.exitcodes import ExitCode
 
-class FleetwaveError(Exception):
-    """Root of every error fleetwave raises on purpose."""
-
-    #: Process exit status the CLIs use for this family of errors.
-    exit_code: int = 1
-
-
-class ConfigError(FleetwaveError, ValueError):
-    """A configuration file (agent config, pipeline, topology) is invalid.
-
-    ``source`` is ``file:line`` when the position is known; ``key_path`` is the dotted
-    path of the offending key (``waves[2].regions``).
-    """
-
-    exit_code = 2
-
-    def __init__(self, message: str, *, source: str | None = None, key_path: str | None = None):
-        self.message = message
-        self.source = source
-        self.key_path = key_path
-        where = ": ".join(part for part in (source, key_path) if part)
-        super().__init__(f"{where}: {message}" if where else message)
-
-
-class UsageError(FleetwaveError, ValueError):
-    """A command was called with arguments that cannot work."""
-
-    exit_code = 2
+__all__ = ["ConfigError", "FleetwaveError", "LockedError", "UsageError"]
 
 
 class PackageError(FleetwaveError):
     """A package is malformed, unsafe, or not acceptable to this agent."""
 
-    exit_code = 3
+    exit_code = ExitCode.PACKAGE_REFUSED
 
 
 class IntegrityError(PackageError):
@@ -50,7 +22,7 @@ class IntegrityError(PackageError):
     Never retried: a retry can only hide tampering or corruption.
     """
 
-    exit_code = 4
+    exit_code = ExitCode.INTEGRITY
 
 
 class SignatureError(IntegrityError):
@@ -88,7 +60,7 @@ class ImmutableVersionError(PackageError):
 class StoreError(FleetwaveError, OSError):
     """The release store cannot do what was asked (missing release, disk full, ...)."""
 
-    exit_code = 5
+    exit_code = ExitCode.STORE
 
 
 class ReleaseNotFoundError(StoreError, LookupError):
@@ -98,7 +70,7 @@ class ReleaseNotFoundError(StoreError, LookupError):
 class HookError(FleetwaveError):
     """A lifecycle hook failed or timed out."""
 
-    exit_code = 6
+    exit_code = ExitCode.HOOK
 
     def __init__(self, hook: str, message: str, *, output_tail: str = ""):
         self.hook = hook
@@ -109,19 +81,13 @@ class HookError(FleetwaveError):
 class HealthCheckError(FleetwaveError):
     """Health checks did not pass before their deadline."""
 
-    exit_code = 7
+    exit_code = ExitCode.HEALTH
 
 
 class RpcProtocolError(FleetwaveError):
     """The agent RPC stream broke its framing rules."""
 
-    exit_code = 8
-
-
-class LockedError(FleetwaveError):
-    """Another process holds a lock this operation needs; the message names the holder."""
-
-    exit_code = 9
+    exit_code = ExitCode.RPC_PROTOCOL
 
 
 class RolledBackError(FleetwaveError):
@@ -130,7 +96,7 @@ class RolledBackError(FleetwaveError):
     ``result`` is the operation record (``rolled_back``, ``reason``, hooks, health).
     """
 
-    exit_code = 10
+    exit_code = ExitCode.AGENT_ROLLED_BACK
 
     def __init__(self, message: str, *, result: dict[str, object] | None = None):
         self.result = result or {}

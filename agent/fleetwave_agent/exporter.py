@@ -29,17 +29,22 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
-from . import health
-from .appmetrics import AccessLogCollector, LogErrorCollector, LogTailer, PrometheusAppCollector
-from .config import PrometheusSource
-from .hostmetrics import HostCollector
+from fleetwave_agent import health
+from fleetwave_agent.appmetrics import (
+    AccessLogCollector,
+    LogErrorCollector,
+    LogTailer,
+    PrometheusAppCollector,
+)
+from fleetwave_agent.config import PrometheusSource
+from fleetwave_agent.hostmetrics import HostCollector
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from .operations import Agent
-    from .rpcsocket import RpcSocketServer
-    from .store import Release
+    from fleetwave_agent.operations import Agent
+    from fleetwave_agent.rpcsocket import RpcSocketServer
+    from fleetwave_agent.store import Release
 
 OPERATIONS = ("install", "activate", "rollback")
 
@@ -255,7 +260,7 @@ def serve(
     socket_path = rpc_socket or agent.config.rpc_socket
     rpc: RpcSocketServer | None = None
     if socket_path is not None:
-        from .rpcsocket import RpcSocketServer
+        from fleetwave_agent.rpcsocket import RpcSocketServer
 
         rpc = RpcSocketServer(agent, socket_path)
         rpc.start()

@@ -36,18 +36,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO
 
-from .errors import (
+from fleetwave_agent.errors import (
     ChecksumError,
     PackageError,
     SizeLimitError,
     StoreError,
     UnsafePackageError,
 )
-from .manifest import FileEntry, Manifest
-from .package import CHUNK, HEADER_BYTES, MAGIC, SIGNATURE_BYTES, Limits
+from fleetwave_agent.manifest import FileEntry, Manifest
+from fleetwave_agent.package import CHUNK, HEADER_BYTES, MAGIC, SIGNATURE_BYTES, Limits
 
 if TYPE_CHECKING:
-    from .digests import PayloadDigest
+    from fleetwave_agent.digests import PayloadDigest
 
 _TAR_BUFSIZE = 64 << 10
 _TAIL_BYTES = 4 * _TAR_BUFSIZE  # more than tarfile can have buffered ahead

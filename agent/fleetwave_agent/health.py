@@ -23,8 +23,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import HealthCheckError
-from .manifest import HealthCheckSpec
+from fleetwave_agent.errors import HealthCheckError
+from fleetwave_agent.manifest import HealthCheckSpec
 
 if TYPE_CHECKING:
     import urllib.request

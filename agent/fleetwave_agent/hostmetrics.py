@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .config import ProcessMatch
+from fleetwave_agent.config import ProcessMatch
 
 NAME_RESCAN_S = 10.0
 

@@ -23,13 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import (
-    ConfigError,
-    RevokedKeyError,
-    SignatureError,
-    UntrustedKeyError,
-    UsageError,
-)
+from fleetwave_agent.errors import RevokedKeyError, SignatureError, UntrustedKeyError
+from fleetwave_core.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (

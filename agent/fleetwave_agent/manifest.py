@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import PackageError
+from fleetwave_agent.errors import PackageError
 
 FORMAT_VERSION = 1
 #: Prefix of every signed message, so a signature made for anything else never verifies.

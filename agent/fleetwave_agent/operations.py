@@ -34,27 +34,25 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import AgentConfig, StopFailurePolicy
-from .errors import (
+from fleetwave_agent.config import AgentConfig, StopFailurePolicy
+from fleetwave_agent.errors import (
     ChecksumError,
-    ConfigError,
-    FleetwaveError,
     HookError,
     PackageError,
     ReleaseNotFoundError,
     RolledBackError,
     RpcProtocolError,
     SizeLimitError,
-    UsageError,
 )
-from .oplog import OperationLog, OperationRecord, Outcome
-from .store import Release, ReleaseStore
+from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
+from fleetwave_agent.store import Release, ReleaseStore
+from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
 
 if TYPE_CHECKING:
-    from . import health, hooks
-    from .digests import PayloadDigest
-    from .keys import Keyring
-    from .package import Limits
+    from fleetwave_agent import health, hooks
+    from fleetwave_agent.digests import PayloadDigest
+    from fleetwave_agent.keys import Keyring
+    from fleetwave_agent.package import Limits
 
 _PACKAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -97,14 +95,14 @@ class Agent:
     @cached_property
     def limits(self) -> Limits:
         """The package limits: defaults overridden by the config's ``limits``."""
-        from .package import Limits
+        from fleetwave_agent.package import Limits
 
         return Limits(**self.config.limits)
 
     @property
     def keyring(self) -> Keyring:
         if self._keyring is None:
-            from .keys import Keyring
+            from fleetwave_agent.keys import Keyring
 
             if not self.config.trusted_keys:
                 raise ConfigError(
@@ -198,8 +196,8 @@ class Agent:
         expected to have asked :meth:`has_package` first so no bytes are sent at all.
         The signature is checked at install, not here.
         """
-        from .digests import PayloadDigest, PayloadHasher, file_identity
-        from .package import read_manifest
+        from fleetwave_agent.digests import PayloadDigest, PayloadHasher, file_identity
+        from fleetwave_agent.package import read_manifest
 
         _check_package_id(package_id)
         if self.store.has_package(package_id):
@@ -259,7 +257,7 @@ class Agent:
         current = self.store.current()
         checks: list[dict[str, Any]] = []
         if probe_health and current is not None:
-            from . import health
+            from fleetwave_agent import health
 
             for spec in current.manifest.health_checks:
                 outcome = health.probe(spec, cwd=current.path, env=self.health_env(current))
@@ -284,7 +282,7 @@ class Agent:
 
     def health_env(self, release: Release) -> dict[str, str]:
         """Environment of command health checks: the hooks' one, ``FLEETWAVE_HOOK=health``."""
-        from . import hooks
+        from fleetwave_agent import hooks
 
         ctx = hooks.HookContext(
             operation="health",
@@ -410,7 +408,7 @@ class Agent:
         spec = release.manifest.hooks.get(name)
         if spec is None:
             return None
-        from . import hooks
+        from fleetwave_agent import hooks
 
         ctx = hooks.HookContext(
             operation=record.op,
@@ -439,7 +437,7 @@ class Agent:
     def _health(
         self, record: OperationRecord, release: Release, *, raise_on_failure: bool
     ) -> list[health.CheckResult]:
-        from . import health
+        from fleetwave_agent import health
 
         results = health.run_checks(
             release.manifest.health_checks, cwd=release.path, env=self.health_env(release)

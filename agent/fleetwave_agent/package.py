@@ -29,16 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .durations import parse_duration
-from .errors import (
+from fleetwave_agent.errors import (
     ChecksumError,
-    ConfigError,
     ExpiredPackageError,
     ImmutableVersionError,
     PackageError,
     SizeLimitError,
 )
-from .manifest import (
+from fleetwave_agent.manifest import (
     HOOK_NAMES,
     FileEntry,
     HealthCheckSpec,
@@ -47,10 +45,12 @@ from .manifest import (
     validate_name,
     validate_version,
 )
+from fleetwave_core.durations import parse_duration
+from fleetwave_core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .keys import Keyring
-    from .yamlsrc import YamlDocument
+    from fleetwave_agent.keys import Keyring
+    from fleetwave_core.yamlsrc import YamlDocument
 
 MAGIC = b"\x89FWPKG\x01\n"
 SIGNATURE_BYTES = 64
@@ -239,7 +239,7 @@ def build_package(
     """
     validate_name(name)
     validate_version(version)
-    from .keys import key_id, load_private_key
+    from fleetwave_agent.keys import key_id, load_private_key
 
     key = load_private_key(private_key)
     if not src_dir.is_dir():
@@ -437,7 +437,7 @@ def _write_payload(
 
 def load_package_config(path: Path) -> tuple[dict[str, HookSpec], tuple[HealthCheckSpec, ...]]:
     """Parse ``fleetwave-package.yaml``; errors name file:line and the key path."""
-    from .yamlsrc import load_yaml
+    from fleetwave_core.yamlsrc import load_yaml
 
     doc = load_yaml(path)
     data = doc.data if doc.data is not None else {}

@@ -37,9 +37,9 @@ from __future__ import annotations
 
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from . import __version__
-from .errors import FleetwaveError, RpcProtocolError, UsageError
-from .rpc_protocol import (
+from fleetwave_agent import __version__
+from fleetwave_agent.errors import RpcProtocolError
+from fleetwave_agent.rpc_protocol import (
     MAX_LINE,
     Request,
     Response,
@@ -47,9 +47,11 @@ from .rpc_protocol import (
     encode_hello,
     encode_response,
 )
+from fleetwave_core.errors import FleetwaveError, UsageError
+from fleetwave_core.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from .operations import Agent
+    from fleetwave_agent.operations import Agent
 
 
 class RpcServer:
@@ -79,7 +81,7 @@ class RpcServer:
                 ok=False,
                 error_type="InternalError",
                 error_message=f"{type(exc).__name__}: {exc}",
-                exit_code=70,
+                exit_code=ExitCode.INTERNAL,
             )
         return Response(id=request.id, ok=True, result=result)
 
@@ -112,7 +114,7 @@ class RpcServer:
         if op == "gc":
             return self.ops.gc()
         if op == "metrics":
-            from .exporter import render_snapshot  # lazy: keeps `rpc` start-up cheap
+            from fleetwave_agent.exporter import render_snapshot  # lazy: keeps `rpc` start-up cheap
 
             return {"text": render_snapshot(self.ops)}
         raise RpcProtocolError(f"unknown operation {op!r}")

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import RpcProtocolError
+from fleetwave_agent.errors import RpcProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 1 << 20  # 1 MiB: status and metrics snapshots fit many times over

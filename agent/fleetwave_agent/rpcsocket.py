@@ -37,11 +37,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from .errors import ConfigError, LockedError
-from .rpc import RpcServer, serve_stream
+from fleetwave_agent.rpc import RpcServer, serve_stream
+from fleetwave_core.errors import ConfigError, LockedError
 
 if TYPE_CHECKING:
-    from .operations import Agent
+    from fleetwave_agent.operations import Agent
 
 #: Sessions served at once; connections beyond this are closed unanswered.
 DEFAULT_MAX_CONNECTIONS = 32

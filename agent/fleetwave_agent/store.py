@@ -50,19 +50,19 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from fleetwave_agent.errors import (
     ImmutableVersionError,
-    LockedError,
     PackageError,
     ReleaseNotFoundError,
     StoreError,
 )
+from fleetwave_core.errors import LockedError
 
 if TYPE_CHECKING:
-    from .digests import PayloadDigest
-    from .keys import Keyring
-    from .manifest import Manifest
-    from .package import Limits
+    from fleetwave_agent.digests import PayloadDigest
+    from fleetwave_agent.keys import Keyring
+    from fleetwave_agent.manifest import Manifest
+    from fleetwave_agent.package import Limits
 
 CRASH_ENV = "FLEETWAVE_TEST_CRASH_AT"
 CRASH_POINTS = (
@@ -275,8 +275,8 @@ class ReleaseStore:
         (see :mod:`digests`); it replaces hashing the payload again only while the file
         is unchanged, and a digest that differs from the manifest's is a ChecksumError.
         """
-        from .extract import extract_payload
-        from .package import DEFAULT_LIMITS, check_payload_digest, verify_header
+        from fleetwave_agent.extract import extract_payload
+        from fleetwave_agent.package import DEFAULT_LIMITS, check_payload_digest, verify_header
 
         limits = DEFAULT_LIMITS if limits is None else limits
         header = verify_header(package, keyring, now=now, limits=limits)
@@ -473,7 +473,7 @@ class ReleaseStore:
         return _sidecar(path).is_file() and path.is_dir() and not path.is_symlink()
 
     def _load(self, path: Path) -> Release:
-        from .package import parse_manifest
+        from fleetwave_agent.package import parse_manifest
 
         try:
             raw = _sidecar(path).read_bytes()

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fleetwave.config.settings import SshSettings
 from fleetwave.errors import FleetwaveError
-from fleetwave.plan import HostRef
-from fleetwave.settings import SshSettings
+from fleetwave.planning.model import HostRef
 from fleetwave.transport.ssh import SshTransport
 
 

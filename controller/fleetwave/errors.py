@@ -1,23 +1,34 @@
-"""Controller errors. They share the root :class:`FleetwaveError` with the agent's."""
+"""Every error the controller raises. They share the root :class:`FleetwaveError` and
+the exit-code table with the agent (:mod:`fleetwave_core`).
+
+Transport libraries' errors never pass the transport seam: its implementations raise
+the :class:`TransportError` family below, or :class:`RemoteAgentError` for errors the
+agent itself reported.
+"""
 
 from __future__ import annotations
 
-from fleetwave_agent.errors import (
-    ConfigError,
-    FleetwaveError,
-    IntegrityError,
-    LockedError,
-    UsageError,
-)
+from fleetwave_agent.errors import IntegrityError
+from fleetwave_core.errors import ConfigError, FleetwaveError, LockedError, UsageError
+from fleetwave_core.exitcodes import ExitCode
 
 __all__ = [
+    "AgentCallTimeoutError",
     "AlarmSyntaxError",
+    "AuthenticationError",
     "ConfigError",
+    "EngineStalledError",
     "FleetwaveError",
+    "HostKeyError",
+    "HostUnreachableError",
     "IntegrityError",
+    "JournalError",
     "LoadBalancerError",
     "LockedError",
     "PlanError",
+    "RemoteAgentError",
+    "RemoteIntegrityError",
+    "SessionLostError",
     "TransportError",
     "UsageError",
 ]
@@ -26,23 +37,7 @@ __all__ = [
 class PlanError(FleetwaveError, ValueError):
     """A pipeline and topology cannot be planned safely (the message says which rule)."""
 
-    exit_code = 2
-
-
-class TransportError(FleetwaveError, ConnectionError):
-    """Reaching a host or running the agent there failed. ``host`` names the host."""
-
-    exit_code = 10
-
-    def __init__(self, host: str, message: str):
-        self.host = host
-        super().__init__(f"{host}: {message}")
-
-
-class LoadBalancerError(FleetwaveError):
-    """A load-balancer driver could not drain, return or read a server."""
-
-    exit_code = 11
+    exit_code = ExitCode.CONFIG
 
 
 class AlarmSyntaxError(ConfigError):
@@ -52,3 +47,67 @@ class AlarmSyntaxError(ConfigError):
         self.expression = expression
         self.column = column
         super().__init__(f"{message} at column {column} in {expression!r}")
+
+
+class LoadBalancerError(FleetwaveError):
+    """A load-balancer driver could not drain, return or read a server."""
+
+    exit_code = ExitCode.LOAD_BALANCER
+
+
+class JournalError(FleetwaveError):
+    """The journal is missing, corrupt, or does not hold what was asked for."""
+
+    exit_code = ExitCode.JOURNAL
+
+
+class EngineStalledError(FleetwaveError):
+    """The engine waits for an outcome while nothing is in flight (a bug, never expected)."""
+
+    exit_code = ExitCode.ENGINE_STALLED
+
+
+class TransportError(FleetwaveError, ConnectionError):
+    """Reaching a host or running the agent there failed. ``host`` names the host."""
+
+    exit_code = ExitCode.TRANSPORT
+
+    def __init__(self, host: str, message: str):
+        self.host = host
+        super().__init__(f"{host}: {message}")
+
+
+class HostUnreachableError(TransportError):
+    """Connect failed or timed out after every retry; the host counts as failed."""
+
+
+class HostKeyError(TransportError):
+    """The host key did not verify. The host is never touched; never retried."""
+
+
+class AuthenticationError(TransportError):
+    """The deploy key was refused."""
+
+
+class AgentCallTimeoutError(TransportError, TimeoutError):
+    """An agent call did not answer within its timeout."""
+
+
+class SessionLostError(TransportError):
+    """The connection or the agent process died mid-session."""
+
+
+class RemoteAgentError(TransportError):
+    """The agent ran the request and reported an error (``error_type`` is its class name)."""
+
+    def __init__(self, host: str, error_type: str, message: str, exit_code: int):
+        self.error_type = error_type
+        self.remote_message = message
+        self.remote_exit_code = exit_code
+        super().__init__(host, f"agent: {error_type}: {message}")
+
+
+class RemoteIntegrityError(RemoteAgentError, IntegrityError):
+    """The agent refused a package's signature or checksum. Never retried."""
+
+    exit_code = ExitCode.INTEGRITY

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetwave_agent.errors import (
-    ConfigError,
-    IntegrityError,
-    ReleaseNotFoundError,
-    RolledBackError,
-    UsageError,
-)
+from fleetwave_agent.errors import IntegrityError, ReleaseNotFoundError, RolledBackError
+from fleetwave_core.errors import ConfigError, UsageError
 
 from .conftest import AGENT_CMD, PackageBuilder, agent_env
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from fleetwave_agent.clirun import run_command
 from fleetwave_agent.errors import ChecksumError, StoreError
+from fleetwave_core.clirun import run_command
 
 pytestmark = pytest.mark.unit
 

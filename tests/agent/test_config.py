@@ -15,7 +15,7 @@ from fleetwave_agent.config import (
     StopFailurePolicy,
     load_config,
 )
-from fleetwave_agent.errors import ConfigError
+from fleetwave_core.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 

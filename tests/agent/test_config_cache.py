@@ -30,7 +30,7 @@ from fleetwave_agent.config_cache import (
     default_cache_dir,
     load_cached,
 )
-from fleetwave_agent.errors import ConfigError
+from fleetwave_core.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwave_agent.durations import format_duration, parse_duration
+from fleetwave_core.durations import format_duration, parse_duration
 
 pytestmark = pytest.mark.unit
 

@@ -14,13 +14,13 @@ from fleetwave_agent.config import StopFailurePolicy
 from fleetwave_agent.errors import (
     HealthCheckError,
     HookError,
-    LockedError,
     ReleaseNotFoundError,
     RolledBackError,
     SignatureError,
 )
 from fleetwave_agent.operations import Agent
 from fleetwave_agent.store import Release
+from fleetwave_core.errors import LockedError
 
 from .conftest import PackageBuilder, free_port, trace
 

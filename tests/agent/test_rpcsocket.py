@@ -22,13 +22,12 @@ from typing import Any
 import asyncssh
 import pytest
 
-from fleetwave.plan import HostRef
-from fleetwave.settings import SshSettings
+from fleetwave.config.settings import SshSettings
+from fleetwave.planning.model import HostRef
 from fleetwave.transport.retry import RetryPolicy
 from fleetwave.transport.ssh import SshTransport
 from fleetwave_agent import __version__
 from fleetwave_agent.config import load_config_file
-from fleetwave_agent.errors import ConfigError, LockedError
 from fleetwave_agent.operations import Agent
 from fleetwave_agent.package import read_manifest
 from fleetwave_agent.rpc_protocol import (
@@ -39,6 +38,7 @@ from fleetwave_agent.rpc_protocol import (
     encode_request,
 )
 from fleetwave_agent.rpcsocket import RpcSocketServer
+from fleetwave_core.errors import ConfigError, LockedError
 
 from ..sshserver import pump, start_loopback_ssh
 from .conftest import AGENT_CMD, PackageBuilder, agent_env

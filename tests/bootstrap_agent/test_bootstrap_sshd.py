@@ -18,14 +18,14 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from fleetwave.bootstrap import (
+from fleetwave.bootstrap.install import (
     AUTHORIZED_KEY_MARK,
     AdminAccess,
     BootstrapOptions,
     HostStatus,
     install_agent,
 )
-from fleetwave.plan import HostRef
+from fleetwave.planning.model import HostRef
 
 pytestmark = [
     pytest.mark.integration,

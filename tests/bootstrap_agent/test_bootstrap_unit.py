@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from fleetwave.bootstrap import (
+from fleetwave.bootstrap.install import (
     AUTHORIZED_KEY_MARK,
     BootstrapOptions,
     HostResult,

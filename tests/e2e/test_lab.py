@@ -12,9 +12,9 @@ from collections.abc import Callable
 import asyncssh
 import pytest
 
+from fleetwave.config.settings import LoadBalancerSettings
 from fleetwave.lb.base import ServerRef, ServerState
 from fleetwave.lb.registry import create_load_balancer
-from fleetwave.settings import LoadBalancerSettings
 from tests.e2e.conftest import DEMO_APP
 from tests.lab import Fleet, LabConfig, LabHost, wait_until
 

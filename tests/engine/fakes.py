@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetwave.errors import LoadBalancerError
+from fleetwave.errors import HostUnreachableError, LoadBalancerError, RemoteAgentError
 from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState, ServerStatus
-from fleetwave.plan import HostRef
-from fleetwave.transport.base import HostUnreachableError, RemoteAgentError
+from fleetwave.planning.model import HostRef
 
 
 class FakeClock:

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fleetwave.engine import (
+from fleetwave.lb.base import ServerRef
+from fleetwave.planning.model import (
+    BakeRequirement,
+    Batching,
+    HostRef,
+    Plan,
+    RegionPlan,
+    Stage,
+    StageKind,
+    Wave,
+)
+from fleetwave.rollout.engine import (
     HostPhase,
     Phase,
     StagePhase,
@@ -14,7 +25,7 @@ from fleetwave.engine import (
     initial_state,
     is_forward,
 )
-from fleetwave.engine_types import (
+from fleetwave.rollout.types import (
     Action,
     BeforeRelease,
     CheckBlockers,
@@ -37,17 +48,6 @@ from fleetwave.engine_types import (
     TimerElapsed,
     Verdict,
     WaitUntil,
-)
-from fleetwave.lb.base import ServerRef
-from fleetwave.plan import (
-    BakeRequirement,
-    Batching,
-    HostRef,
-    Plan,
-    RegionPlan,
-    Stage,
-    StageKind,
-    Wave,
 )
 
 NEW = "v2"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fleetwave.cli import main
-from fleetwave.journal import Journal
-from fleetwave.lock import DeploymentLock
-from fleetwave.plan import Plan
+from fleetwave.planning.model import Plan
+from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.lock import DeploymentLock
 
 from .sim import make_plan
 

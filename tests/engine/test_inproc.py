@@ -10,9 +10,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from fleetwave.engine_types import Finish
-from fleetwave.journal import Journal
-from fleetwave.plan import (
+from fleetwave.config.settings import SshSettings
+from fleetwave.planning.model import (
     BakeRequirement,
     Batching,
     HostRef,
@@ -22,8 +21,9 @@ from fleetwave.plan import (
     StageKind,
     Wave,
 )
-from fleetwave.runner import DeploymentInfo, Runner
-from fleetwave.settings import SshSettings
+from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.runner import DeploymentInfo, Runner
+from fleetwave.rollout.types import Finish
 from fleetwave.transport.ssh import SshTransport
 from tests.inproc.agents import SignedPackage, make_package, real_agent_factory
 from tests.inproc.fleet import Fleet, start_fleet

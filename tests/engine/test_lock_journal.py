@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from fleetwave.engine_types import Event, HostFailed, RollbackRequested, StageProbed
-from fleetwave.errors import LockedError, UsageError
-from fleetwave.journal import Journal, JournalError, KillPoint
-from fleetwave.lock import DeploymentLock
+from fleetwave.errors import JournalError, LockedError, UsageError
+from fleetwave.rollout.journal import Journal, KillPoint
+from fleetwave.rollout.lock import DeploymentLock
+from fleetwave.rollout.types import Event, HostFailed, RollbackRequested, StageProbed
 
 pytestmark = pytest.mark.integration
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from fleetwave.lock import DeploymentLock
+from fleetwave.rollout.lock import DeploymentLock
 lock = DeploymentLock(Path(sys.argv[1]), "web", "prod")
 lock.acquire(now=time.time(), deployment_id="dep-1")
 print(lock.holder.lock_id, flush=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from fleetwave.events import (
+from fleetwave.observe.events import (
     DeploymentChanged,
     FanOut,
     HostsSummary,
@@ -21,8 +21,8 @@ from fleetwave.events import (
     PlainLines,
     StageChanged,
 )
-from fleetwave.metrics import MetricsSink
-from fleetwave.progress import ProgressView
+from fleetwave.observe.metrics import MetricsSink
+from fleetwave.observe.progress import ProgressView
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetwave.engine import Phase
-from fleetwave.engine_types import RollbackRequested
+from fleetwave.rollout.engine import Phase
+from fleetwave.rollout.types import RollbackRequested
 
 from .sim import Driver, World, check_final, make_plan
 

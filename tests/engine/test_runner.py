@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from fleetwave.engine_types import Finish
-from fleetwave.gates import Gates
-from fleetwave.journal import Journal
 from fleetwave.lb.base import ServerState
-from fleetwave.plan import Plan
-from fleetwave.runner import DeploymentInfo, Runner
+from fleetwave.planning.model import Plan
+from fleetwave.rollout.gates import Gates
+from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.runner import DeploymentInfo, Runner
+from fleetwave.rollout.types import Finish
 
 from .fakes import FakeBalancer, FakeClock, FakeFleet
 from .sim import make_plan

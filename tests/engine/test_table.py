@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from fleetwave.engine import decide, initial_state
-from fleetwave.engine_types import event_from_json, to_json
+from fleetwave.rollout.engine import decide, initial_state
+from fleetwave.rollout.types import event_from_json, to_json
 
 from .sim import make_plan
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from fleetwave.plan import HostRef
+from fleetwave.planning.model import HostRef
 from fleetwave_agent import __version__ as agent_version
 from fleetwave_agent.rpc_protocol import (
     Request,

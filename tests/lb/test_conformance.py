@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from fleetwave.config.settings import LoadBalancerSettings
 from fleetwave.errors import LoadBalancerError
 from fleetwave.lb.base import ServerRef, ServerState
 from fleetwave.lb.registry import create_load_balancer
-from fleetwave.settings import LoadBalancerSettings
 from tests.lab import Backend, LabHaproxy, wait_until
 from tests.lb import conformance
 from tests.lb.backends import BackendServer, HttpHeldSession

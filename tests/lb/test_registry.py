@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
+from fleetwave.config.settings import LoadBalancerSettings
 from fleetwave.errors import ConfigError
 from fleetwave.lb.command import CommandLoadBalancer
 from fleetwave.lb.haproxy import HaproxyLoadBalancer, SshChannel, TcpChannel, UnixChannel
 from fleetwave.lb.none import NoLoadBalancer
 from fleetwave.lb.registry import create_load_balancer
-from fleetwave.settings import LoadBalancerSettings
 
 pytestmark = pytest.mark.unit
 

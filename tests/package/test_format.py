@@ -10,7 +10,6 @@ import pytest
 
 from fleetwave_agent.errors import (
     ChecksumError,
-    ConfigError,
     ImmutableVersionError,
     PackageError,
     SizeLimitError,
@@ -25,6 +24,7 @@ from fleetwave_agent.package import (
     read_manifest,
     verify_package,
 )
+from fleetwave_core.errors import ConfigError
 
 from .conftest import NOW, Keys, make_source
 from .craft import Member, craft

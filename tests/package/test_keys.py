@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleetwave_agent.errors import (
-    ConfigError,
-    RevokedKeyError,
-    SignatureError,
-    UntrustedKeyError,
-    UsageError,
-)
+from fleetwave_agent.errors import RevokedKeyError, SignatureError, UntrustedKeyError
 from fleetwave_agent.keys import (
     Keyring,
     generate_keypair,
@@ -24,6 +18,7 @@ from fleetwave_agent.keys import (
     load_public_key,
     raw_public_bytes,
 )
+from fleetwave_core.errors import ConfigError, UsageError
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetwave_agent.errors import ChecksumError, LockedError, ReleaseNotFoundError, StoreError
+from fleetwave_agent.errors import ChecksumError, ReleaseNotFoundError, StoreError
 from fleetwave_agent.store import ReleaseStore
+from fleetwave_core.errors import LockedError
 
 from .conftest import NOW, Keys
 

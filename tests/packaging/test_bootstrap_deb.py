@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fleetwave.bootstrap import (
+from fleetwave.bootstrap.install import (
     AdminAccess,
     BootstrapOptions,
     DebInfo,
@@ -31,7 +31,7 @@ from fleetwave.bootstrap import (
     sha256,
 )
 from fleetwave.errors import ConfigError
-from fleetwave.plan import HostRef
+from fleetwave.planning.model import HostRef
 
 pytestmark = pytest.mark.unit
 

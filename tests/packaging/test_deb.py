@@ -25,6 +25,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 DEBIAN_LIBS = ("cryptography", "yaml", "psutil", "prometheus_client")
 SITE = "usr/lib/python3/dist-packages"
 
+#: The Python packages the .deb carries: the agent and the core it shares.
+AGENT_PACKAGES = ("fleetwave_agent", "fleetwave_core")
+
 
 def _version() -> str:
     with (REPO / "pyproject.toml").open("rb") as fh:
@@ -71,9 +74,9 @@ def test_name_and_control_fields(deb: Path) -> None:
 
 def test_file_list_and_modes(deb: Path) -> None:
     contents = _contents(deb)
-    modules = sorted(p.name for p in (REPO / "agent" / "fleetwave_agent").glob("*.py"))
-    for name in modules:
-        assert contents.get(f"/{SITE}/fleetwave_agent/{name}") == "-rw-r--r--", name
+    for package in AGENT_PACKAGES:
+        for p in sorted((REPO / "agent" / package).glob("*.py")):
+            assert contents.get(f"/{SITE}/{package}/{p.name}") == "-rw-r--r--", p
     assert contents["/usr/bin/fleetwave-agent"] == "-rwxr-xr-x"
     assert contents["/lib/systemd/system/fleetwave-agent.service"] == "-rw-r--r--"
     assert contents["/etc/fleetwave/agent.yaml"] == "-rw-r--r--"
@@ -88,7 +91,8 @@ def test_agent_never_imports_controller_side_modules() -> None:
     pattern = re.compile(r"^\s*(from|import)\s+(fleetwave|asyncssh|fabric|holidays)\b", re.M)
     offenders = [
         p.name
-        for p in (REPO / "agent" / "fleetwave_agent").glob("*.py")
+        for package in AGENT_PACKAGES
+        for p in (REPO / "agent" / package).glob("*.py")
         if pattern.search(p.read_text(encoding="utf-8"))
     ]
     assert offenders == []
@@ -299,7 +303,7 @@ def test_serve_answers_one_scrape(extracted: Path, tmp_path: Path) -> None:
 
 
 def test_bootstrap_reads_the_built_package(deb: Path) -> None:
-    from fleetwave.bootstrap import read_deb_info
+    from fleetwave.bootstrap.install import read_deb_info
 
     info = read_deb_info(deb)
     assert (info.package, info.version) == ("fleetwave-agent", _version())

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fleetwave.bootstrap import (
+from fleetwave.bootstrap.install import (
     DEFAULT_DROPIN_PATH,
     BootstrapOptions,
     HostStatus,

@@ -5,7 +5,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwave.alarm_expr import Alarm, And, Expr, Not, Or, alarm_names, evaluate, parse, render
+from fleetwave.config.alarm_expr import (
+    Alarm,
+    And,
+    Expr,
+    Not,
+    Or,
+    alarm_names,
+    evaluate,
+    parse,
+    render,
+)
 from fleetwave.errors import AlarmSyntaxError, ConfigError
 
 pytestmark = pytest.mark.unit

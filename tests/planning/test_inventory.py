@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 from fleetwave.cli import main
+from fleetwave.config.inventory import ImportOptions, expand_hosts, import_inventory
+from fleetwave.config.topology import load_topology
 from fleetwave.errors import ConfigError
-from fleetwave.inventory import ImportOptions, expand_hosts, import_inventory
-from fleetwave.topology import load_topology
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from fleetwave.cli import main
+from fleetwave.config.pipeline import OverrideTarget, load_pipeline
+from fleetwave.config.spec import PIPELINE_SPEC, Unit
 from fleetwave.errors import ConfigError
-from fleetwave.pipeline import OverrideTarget, load_pipeline
-from fleetwave.pipeline_schema import PIPELINE_SPEC, Unit
-from fleetwave.planner import plan_pipeline
+from fleetwave.planning.planner import plan_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -245,7 +245,7 @@ def test_cli_plan_tree_waits_for_monday(team, capsys):
 
 
 def test_cli_plan_json_round_trips(team, capsys):
-    from fleetwave.plan import Plan
+    from fleetwave.planning.model import Plan
 
     path = child(team, "")
     assert main(["plan", "-f", str(path), "--json", "--at", "2025-03-03T10:00Z"]) == 0

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fleetwave.config.pipeline import OneboxPolicy, Pipeline, RollingPolicy, WaveSpec
+from fleetwave.config.schema import Quantity
+from fleetwave.config.settings import DeploySettings
+from fleetwave.config.spec import Unit
+from fleetwave.config.topology import Region, Topology, TrafficClass
 from fleetwave.errors import PlanError
-from fleetwave.pipeline import OneboxPolicy, Pipeline, RollingPolicy, WaveSpec
-from fleetwave.pipeline_schema import Unit
-from fleetwave.plan import BakeRequirement, HostRef, Plan, StageKind
-from fleetwave.planner import plan_pipeline, resolve_batching
-from fleetwave.schema import Quantity
-from fleetwave.settings import DeploySettings
-from fleetwave.topology import Region, Topology, TrafficClass
+from fleetwave.planning.model import BakeRequirement, HostRef, Plan, StageKind
+from fleetwave.planning.planner import plan_pipeline, resolve_batching
 
 pytestmark = pytest.mark.unit
 

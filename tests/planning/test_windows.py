@@ -5,8 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwave.errors import PlanError
-from fleetwave.windows import (
+from fleetwave.config.windows import (
     Exclusion,
     MinuteRange,
     WindowPolicy,
@@ -14,6 +13,7 @@ from fleetwave.windows import (
     parse_days,
     parse_range,
 )
+from fleetwave.errors import PlanError
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from fleetwave.plan import HostRef
-from fleetwave.settings import SshSettings
+from fleetwave.config.settings import SshSettings
+from fleetwave.planning.model import HostRef
 from fleetwave.transport.ssh import ErrorCounter, SshTransport
 from tests.inproc.agents import make_package, real_agent_factory
 from tests.inproc.fleet import raised_fd_limit, start_fleet

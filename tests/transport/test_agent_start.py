@@ -12,9 +12,9 @@ import asyncio
 import asyncssh
 import pytest
 
-from fleetwave.plan import HostRef
-from fleetwave.settings import SshSettings
-from fleetwave.transport.base import AgentCallTimeoutError
+from fleetwave.config.settings import SshSettings
+from fleetwave.errors import AgentCallTimeoutError
+from fleetwave.planning.model import HostRef
 from fleetwave.transport.retry import RetryPolicy
 from fleetwave.transport.ssh import ErrorKind, SshTransport
 from fleetwave_agent.rpc_protocol import encode_hello

@@ -7,12 +7,8 @@ import asyncio
 import asyncssh
 import pytest
 
+from fleetwave.errors import AuthenticationError, HostKeyError, HostUnreachableError
 from fleetwave.transport import ssh
-from fleetwave.transport.base import (
-    AuthenticationError,
-    HostKeyError,
-    HostUnreachableError,
-)
 from fleetwave_agent.errors import ChecksumError, IntegrityError
 
 pytestmark = pytest.mark.unit

@@ -12,9 +12,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from fleetwave.plan import HostRef
-from fleetwave.settings import SshSettings
-from fleetwave.transport.base import (
+from fleetwave.config.settings import SshSettings
+from fleetwave.errors import (
     AgentCallTimeoutError,
     AuthenticationError,
     HostKeyError,
@@ -23,6 +22,7 @@ from fleetwave.transport.base import (
     RemoteIntegrityError,
     SessionLostError,
 )
+from fleetwave.planning.model import HostRef
 from fleetwave.transport.retry import RetryPolicy
 from fleetwave.transport.ssh import ErrorCounter, ErrorKind, SshTransport
 from fleetwave_agent.errors import IntegrityError

@@ -13,24 +13,16 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fleetwave.config.topology import ServerRef
+
+__all__ = ["LoadBalancer", "ServerRef", "ServerState", "ServerStatus"]
+
 
 class ServerState(enum.Enum):
     READY = "ready"  # in rotation
     DRAIN = "drain"  # no new sessions; existing ones finish
     MAINT = "maint"  # out of rotation, health checks stopped
     UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class ServerRef:
-    """Which balancer server stands for a host: ``backend``/``server`` on balancer ``lb``."""
-
-    lb: str
-    backend: str
-    server: str
-
-    def __str__(self) -> str:
-        return f"{self.lb}:{self.backend}/{self.server}"
 
 
 @dataclass(frozen=True)

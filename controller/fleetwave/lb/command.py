@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import LoadBalancerError
-from .base import LoadBalancer, ServerRef, ServerState, ServerStatus
-from .registry import Options
+from fleetwave.errors import LoadBalancerError
+from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState, ServerStatus
+from fleetwave.lb.registry import Options
 
 _STATES = {s.value: s for s in (ServerState.READY, ServerState.DRAIN, ServerState.MAINT)}
 

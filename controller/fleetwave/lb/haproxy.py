@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import LoadBalancerError
-from .base import LoadBalancer, ServerRef, ServerState, ServerStatus
-from .registry import Options
+from fleetwave.errors import LoadBalancerError
+from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState, ServerStatus
+from fleetwave.lb.registry import Options
 
 # srv_admin_state bits (HAProxy's SRV_ADMF_*): forced/inherited/config/resolution/
 # hostname maintenance, and forced/inherited drain.

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import LoadBalancer, ServerRef, ServerState, ServerStatus
-from .registry import Options
+from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState, ServerStatus
+from fleetwave.lb.registry import Options
 
 
 class NoLoadBalancer(LoadBalancer):

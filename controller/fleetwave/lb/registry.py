@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..settings import LoadBalancerSettings
-from .base import LoadBalancer
+from fleetwave.config.settings import LoadBalancerSettings
+from fleetwave.errors import ConfigError
+from fleetwave.lb.base import LoadBalancer
 
 #: driver name -> module under fleetwave.lb that implements it.
 DRIVERS: Mapping[str, str] = {

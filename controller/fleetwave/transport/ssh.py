@@ -28,6 +28,20 @@ from typing import Any
 
 import asyncssh
 
+from fleetwave.config.settings import SshSettings
+from fleetwave.errors import (
+    AgentCallTimeoutError,
+    AuthenticationError,
+    ConfigError,
+    HostKeyError,
+    HostUnreachableError,
+    RemoteAgentError,
+    RemoteIntegrityError,
+    SessionLostError,
+    TransportError,
+)
+from fleetwave.planning.model import HostRef
+from fleetwave.transport.retry import RetryPolicy, retry_async
 from fleetwave_agent import errors as agent_errors
 from fleetwave_agent.errors import RpcProtocolError
 from fleetwave_agent.rpc_protocol import (
@@ -36,20 +50,6 @@ from fleetwave_agent.rpc_protocol import (
     decode_response,
     encode_request,
 )
-
-from ..errors import ConfigError, TransportError
-from ..plan import HostRef
-from ..settings import SshSettings
-from .base import (
-    AgentCallTimeoutError,
-    AuthenticationError,
-    HostKeyError,
-    HostUnreachableError,
-    RemoteAgentError,
-    RemoteIntegrityError,
-    SessionLostError,
-)
-from .retry import RetryPolicy, retry_async
 
 __all__ = ["ErrorCounter", "ErrorKind", "SshAgentSession", "SshTransport", "load_known_hosts"]
 

@@ -1,0 +1,1 @@
+"""Agent bootstrap: installing ``fleetwave-agent`` on hosts over SSH with Fabric."""

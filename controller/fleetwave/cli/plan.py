@@ -1,0 +1,185 @@
+"""``fleetwave plan``, ``validate``, ``schema`` and ``topology import``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleetwave.config.inventory import ImportOptions, import_inventory
+from fleetwave.config.pipeline import load_pipeline
+from fleetwave.config.schema import json_schema
+from fleetwave.config.spec import PIPELINE_SPEC
+from fleetwave.config.topology import topology_to_data
+from fleetwave.errors import UsageError
+from fleetwave.planning.model import BakeRequirement, Plan
+from fleetwave.planning.planner import plan_pipeline
+from fleetwave_core.durations import format_duration
+
+SCHEMA_ID = "https://fleetwave.dev/schema/pipeline.json"
+
+
+def register(sub: Any) -> None:
+    """Add the planning commands to the ``fleetwave`` parser."""
+    p = sub.add_parser("plan", help="show what a deployment of a pipeline will do")
+    p.add_argument("-f", "--file", required=True, type=Path, help="pipeline file")
+    p.add_argument("--at", help="start time (ISO 8601, default now, UTC unless offset given)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
+
+    v = sub.add_parser("validate", help="check a pipeline file without planning it")
+    v.add_argument("-f", "--file", required=True, type=Path, help="pipeline file")
+    v.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("schema", help="print the pipeline file's JSON Schema")
+    s.set_defaults(func=cmd_schema)
+
+    t = sub.add_parser("topology", help="topology tools")
+    tsub = t.add_subparsers(dest="topology_command", metavar="COMMAND", required=True)
+    imp = tsub.add_parser("import", help="convert an Ansible inventory to a topology file")
+    imp.add_argument("inventory", type=Path, help="Ansible inventory, INI or YAML")
+    imp.add_argument("--out", type=Path, help="write here instead of stdout")
+    defaults = ImportOptions()
+    for name, help_text in (
+        ("region_var", "host/group var naming the region"),
+        ("az_var", "var naming the AZ"),
+        ("cell_var", "var naming the cell (optional per host)"),
+        ("lb_var", "var with balancer:backend[/server]"),
+        ("traffic_var", "var with the region's traffic class"),
+        ("timezone_var", "var with the region's time zone"),
+        ("default_traffic", "traffic class when the var is absent"),
+        ("default_timezone", "time zone when the var is absent"),
+    ):
+        flag = "--" + name.replace("_", "-")
+        imp.add_argument(flag, dest=name, default=getattr(defaults, name), help=help_text)
+    imp.add_argument(
+        "--label-var", dest="label_vars", action="append", default=[], help="copy var as a label"
+    )
+    imp.set_defaults(func=cmd_topology_import)
+
+
+def _start(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--at {text!r}: expected an ISO 8601 time like 2025-03-07T15:00"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the plan as a tree (or JSON)."""
+    pipeline = load_pipeline(args.file)
+    plan = plan_pipeline(pipeline, pipeline.topology, _start(args.at))
+    if args.json:
+        json.dump(plan.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_plan(plan, pipeline.batch_estimate_s))
+    return 0
+
+
+def _bake_text(bake: BakeRequirement) -> str:
+    text = f"bake {format_duration(bake.duration_s)}"
+    if bake.metric:
+        text += f" and {bake.min_datapoints} datapoints of {bake.metric}"
+    return text
+
+
+def _when(t: datetime | None) -> str:
+    return f"  start >= {t.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC" if t else ""
+
+
+def render_plan(plan: Plan, batch_estimate_s: float) -> str:
+    """The human tree: waves -> regions -> stages -> batches."""
+    lines = [f"plan {plan.pipeline} (service {plan.service})"]
+    if plan.planned_at:
+        lines.append(f"  start {plan.planned_at.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC")
+    for wave in plan.waves:
+        hosts = sum(len(s.hosts) for r in wave.regions for s in r.stages)
+        parallel = " in parallel" if len(wave.regions) > 1 else ""
+        lines.append(
+            f"wave {wave.index} {wave.name}: {len(wave.regions)} region(s){parallel}, "
+            f"{hosts} host(s), then {_bake_text(wave.bake_after)}"
+        )
+        for region in wave.regions:
+            lines.append(f"  {region.region}")
+            for stage in region.stages:
+                b = stage.batching
+                batches = -(-len(stage.hosts) // b.max_out)
+                lines.append(
+                    f"    {stage.id} [{stage.kind.value}] {len(stage.hosts)} host(s), "
+                    f"{batches} batch(es) of <= {b.max_out}, >= {b.min_serving} serving, "
+                    f"budget {stage.failure_budget}, {_bake_text(stage.bake)}"
+                    f"{_when(stage.earliest_start)}"
+                )
+                if stage.tests:
+                    lines.append(f"      tests: {'; '.join(stage.tests)}")
+    if plan.earliest_finish:
+        lines.append(
+            f"earliest finish: {plan.earliest_finish.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC "
+            f"(estimate {format_duration(batch_estimate_s)} per batch)"
+        )
+    for warning in plan.warnings:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a pipeline and its topology; print ``ok: ...``."""
+    pipeline = load_pipeline(args.file)
+    hosts = len(pipeline.topology.hosts())
+    regions = len(pipeline.topology.regions)
+    print(
+        f"ok: {args.file}: pipeline {pipeline.name} ({pipeline.service}), "
+        f"{len(pipeline.waves)} wave(s), {regions} region(s), {hosts} host(s)"
+    )
+    return 0
+
+
+def pipeline_json_schema() -> dict[str, Any]:
+    """The JSON Schema of pipeline files, derived from the validator's definitions."""
+    return json_schema(PIPELINE_SPEC, title="fleetwave pipeline", schema_id=SCHEMA_ID, partial=True)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the pipeline JSON Schema."""
+    json.dump(pipeline_json_schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_topology_import(args: argparse.Namespace) -> int:
+    """Convert an Ansible inventory to a topology file."""
+    options = ImportOptions(
+        region_var=args.region_var,
+        az_var=args.az_var,
+        cell_var=args.cell_var,
+        lb_var=args.lb_var,
+        traffic_var=args.traffic_var,
+        timezone_var=args.timezone_var,
+        label_vars=tuple(args.label_vars),
+        default_traffic=args.default_traffic,
+        default_timezone=args.default_timezone,
+    )
+    topology = import_inventory(args.inventory, options)
+    text = yaml.safe_dump(topology_to_data(topology), sort_keys=False, default_flow_style=False)
+    header = f"# Imported from {args.inventory} by `fleetwave topology import`.\n"
+    if args.out is None:
+        sys.stdout.write(header + text)
+        return 0
+    # Write a temp file and rename it, so a failed write never leaves half a topology.
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(header + text, encoding="utf-8")
+    tmp.replace(args.out)
+    hosts = len(topology.hosts())
+    print(f"wrote {args.out}: {len(topology.regions)} region(s), {hosts} host(s)")
+    return 0

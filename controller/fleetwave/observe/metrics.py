@@ -1,0 +1,87 @@
+"""Controller Prometheus metrics, as an :class:`~fleetwave.observe.events.EventSink`.
+
+Everything lives in the sink's own ``CollectorRegistry`` (never the global one);
+``serve`` exposes it for ``fleetwave deploy --metrics-port N``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from fleetwave.observe.events import (
+    DeploymentChanged,
+    HostsSummary,
+    HostStep,
+    ObservedEvent,
+    StageChanged,
+)
+
+_STEP_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
+_STAGE_BUCKETS = (10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+
+
+class MetricsSink:
+    """Turns deployment events into controller metrics (names: ``fleetwave_*``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.deployments = Counter(
+            "fleetwave_deployments", "Deployments finished, by result", ["result"], registry=r
+        )
+        self.rollbacks = Counter("fleetwave_rollbacks", "Rollbacks started", registry=r)
+        self.hosts = Gauge(
+            "fleetwave_hosts",
+            "Hosts of the running deployment by engine phase",
+            ["phase"],
+            registry=r,
+        )
+        self.stage_duration = Histogram(
+            "fleetwave_stage_duration_seconds",
+            "Time from a stage's start to the end of its bake",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "fleetwave_host_step_duration_seconds",
+            "Duration of one host step",
+            ["step", "outcome"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self.ssh_errors = Counter(
+            "fleetwave_ssh_errors", "SSH transport errors by kind", ["kind"], registry=r
+        )
+        self._stage_start: dict[str, float] = {}
+
+    def emit(self, event: ObservedEvent) -> None:
+        if isinstance(event, DeploymentChanged):
+            if event.state == "rolling_back":
+                self.rollbacks.inc()
+            if event.state == "finished" and event.result:
+                self.deployments.labels(event.result).inc()
+        elif isinstance(event, HostsSummary):
+            counts = dict(event.by_phase)
+            for phase in set(counts) | self._seen_phases():
+                self.hosts.labels(phase).set(counts.get(phase, 0))
+        elif isinstance(event, HostStep) and event.outcome != "start":
+            self.step_duration.labels(event.step, event.outcome).observe(event.duration_s or 0.0)
+        elif isinstance(event, StageChanged):
+            if event.phase in ("checking_blockers", "waiting_start"):
+                self._stage_start.setdefault(event.stage, event.at)
+            elif event.phase == "done" and event.stage in self._stage_start:
+                self.stage_duration.observe(event.at - self._stage_start.pop(event.stage))
+
+    def ssh_error(self, kind: Any, host: str) -> None:
+        """``ErrorCounter`` listener of the SSH transport."""
+        self.ssh_errors.labels(getattr(kind, "value", str(kind))).inc()
+
+    def _seen_phases(self) -> set[str]:
+        return {labels["phase"] for m in self.hosts.collect() for _, labels, *_ in m.samples}
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
+        """Serve ``/metrics`` on ``addr:port`` in a daemon thread; returns the server."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server
