@@ -245,6 +245,26 @@ def test_hung_agent_times_out_and_the_session_is_replaced(tmp_path, package):
     run_with_fleet(tmp_path, package, scenario, hang_ops=frozenset({"status"}))
 
 
+def test_cancelled_call_breaks_the_session(tmp_path, package):
+    async def scenario(fleet: Fleet) -> None:
+        transport = transport_for(fleet)
+        ref = fleet.hosts[0].ref()
+        session = await transport.open(ref)
+        call = asyncio.ensure_future(session.call("status", timeout_s=30))
+        await asyncio.sleep(0.2)  # the request is sent; its answer never comes
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # A late answer could be read as the next call's: the session refuses further use.
+        with pytest.raises(SessionLostError, match="broke"):
+            await session.call("ping")
+        replacement = await transport.open(ref)
+        assert (await replacement.call("ping")) is not None
+        await transport.close()
+
+    run_with_fleet(tmp_path, package, scenario, hang_ops=frozenset({"status"}))
+
+
 def test_tampered_package_is_an_integrity_error_and_not_retried(tmp_path, package):
     data = bytearray(package.path.read_bytes())
     assert data.startswith(MAGIC)

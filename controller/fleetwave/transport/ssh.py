@@ -452,6 +452,12 @@ class SshAgentSession:
                     if body is not None:
                         await self._stream_body(proc, *body)
                     line = await proc.stdout.readline()
+            except asyncio.CancelledError:
+                # The request may be on the wire and its answer still unread: the stream
+                # can no longer be matched to requests. Close it now without awaiting
+                # (we are being cancelled) so the next call fails cleanly.
+                self._break_now()
+                raise
             except TimeoutError:
                 await self._break()
                 errors.record(ErrorKind.TIMEOUT, name)
@@ -558,6 +564,14 @@ class SshAgentSession:
         async with self._lock:
             if self._idle_handle is None and not self._broken:
                 await self._shutdown()
+
+    def _break_now(self) -> None:
+        """Mark the session broken and drop its connection without awaiting anything."""
+        self._broken = True
+        self._disarm_idle_timer()
+        conn, self._proc, self._conn = self._conn, None, None
+        if conn is not None:
+            conn.close()
 
     async def _break(self, *, wait_stderr: bool = False) -> None:
         self._broken = True
