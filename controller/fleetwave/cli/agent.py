@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fleetwave.bootstrap.install import (
+from fleetwave.bootstrap import (
     DEFAULT_VENV,
     AdminAccess,
     BootstrapOptions,
