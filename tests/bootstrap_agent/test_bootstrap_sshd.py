@@ -18,13 +18,13 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from fleetwave.bootstrap.install import (
-    AUTHORIZED_KEY_MARK,
+from fleetwave.bootstrap import (
     AdminAccess,
     BootstrapOptions,
     HostStatus,
     install_agent,
 )
+from fleetwave.bootstrap.install import AUTHORIZED_KEY_MARK
 from fleetwave.planning.model import HostRef
 
 pytestmark = [

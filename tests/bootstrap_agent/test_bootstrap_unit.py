@@ -6,11 +6,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from fleetwave.bootstrap import BootstrapOptions, HostResult, HostStatus
 from fleetwave.bootstrap.install import (
     AUTHORIZED_KEY_MARK,
-    BootstrapOptions,
-    HostResult,
-    HostStatus,
     changed_files,
     desired_state,
     pin_authorized_key,

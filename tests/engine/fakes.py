@@ -126,14 +126,13 @@ class FakeBalancer(LoadBalancer):
     def _status(self, ref: ServerRef) -> ServerStatus:
         return ServerStatus(ref, self.states.get(ref, ServerState.READY), 0, True)
 
-    async def drain(self, ref: ServerRef, *, timeout_s: float) -> ServerStatus:
+    async def _begin_drain(self, ref: ServerRef) -> None:
         await asyncio.sleep(0)
         if ref.server in self.fail:
             raise LoadBalancerError(f"{ref}: No such server.")
         self.states[ref] = ServerState.MAINT
         out = sum(s is not ServerState.READY for s in self.states.values())
         self.max_out = max(self.max_out, out)
-        return self._status(ref)
 
     async def ready(self, ref: ServerRef) -> ServerStatus:
         await asyncio.sleep(0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import pytest
@@ -128,6 +128,54 @@ async def check_drain_times_out(case: DriverCase) -> None:
     assert await asyncio.to_thread(session.finished_ok)
 
 
+class FakeTime:
+    """A clock that moves only when the drain loop sleeps, recording each sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def check_drain_deadline_on_fake_clock(case: DriverCase) -> None:
+    """The shared drain loop against the driver's real status reads, on a fake clock:
+    with no session it never sleeps; with one that outlives the deadline it sleeps at
+    most one poll interval at a time, exactly up to the deadline, then holds out."""
+    fake = FakeTime()
+    # A binary fraction, so the fake clock's sums are exact and the count is too.
+    timing = replace(
+        case.driver.drain_timing, poll_interval_s=1 / 16, clock=fake.clock, sleep=fake.sleep
+    )
+    case.driver.drain_timing = timing
+    idle = await asyncio.wait_for(case.driver.drain(case.ref, timeout_s=60), CHECK_TIMEOUT_S)
+    assert idle.state is ServerState.MAINT
+    assert fake.sleeps == []
+    await case.driver.ready(case.ref)
+    if case.hold_session is None:
+        return
+    session = await asyncio.to_thread(case.hold_session)
+    timeout_s = timing.poll_interval_s * 10.5
+    try:
+        held = await asyncio.wait_for(
+            case.driver.drain(case.ref, timeout_s=timeout_s), CHECK_TIMEOUT_S
+        )
+    finally:
+        session.release()
+    assert held.state is ServerState.MAINT
+    assert held.sessions >= 1
+    assert len(fake.sleeps) == 11
+    assert fake.sleeps == [timing.poll_interval_s] * 10 + [timing.poll_interval_s / 2]
+    assert fake.now - 1000.0 == timeout_s
+    assert await asyncio.to_thread(session.finished_ok)
+
+
 ALL_CHECKS = {
     "drain_is_maint_with_no_sessions": check_drain_is_maint_with_no_sessions,
     "ready_after_drain": check_ready_after_drain,
@@ -136,6 +184,7 @@ ALL_CHECKS = {
     "reconcile_reasserts_drain": check_reconcile_reasserts_drain,
     "drain_waits_for_sessions": check_drain_waits_for_sessions,
     "drain_times_out": check_drain_times_out,
+    "drain_deadline_on_fake_clock": check_drain_deadline_on_fake_clock,
 }
 NEEDS_UNKNOWN = {"unknown_server"}
 NEEDS_SESSIONS = {"drain_waits_for_sessions", "drain_times_out"}

@@ -17,19 +17,16 @@ from typing import Any
 
 import pytest
 
-from fleetwave.bootstrap.install import (
-    AdminAccess,
-    BootstrapOptions,
+from fleetwave.bootstrap import AdminAccess, BootstrapOptions, HostStatus, install_agent
+from fleetwave.bootstrap.deb import (
     DebInfo,
-    HostStatus,
     deb_install_command,
-    install_agent,
     missing_dependencies,
     parse_control,
     parse_dpkg_query,
     read_deb_info,
-    sha256,
 )
+from fleetwave.bootstrap.install import sha256
 from fleetwave.errors import ConfigError
 from fleetwave.planning.model import HostRef
 

@@ -303,7 +303,7 @@ def test_serve_answers_one_scrape(extracted: Path, tmp_path: Path) -> None:
 
 
 def test_bootstrap_reads_the_built_package(deb: Path) -> None:
-    from fleetwave.bootstrap.install import read_deb_info
+    from fleetwave.bootstrap.deb import read_deb_info
 
     info = read_deb_info(deb)
     assert (info.package, info.version) == ("fleetwave-agent", _version())

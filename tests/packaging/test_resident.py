@@ -12,13 +12,9 @@ from typing import Any
 
 import pytest
 
-from fleetwave.bootstrap.install import (
-    DEFAULT_DROPIN_PATH,
-    BootstrapOptions,
-    HostStatus,
-    render_agent_config,
-    render_resident_dropin,
-)
+from fleetwave.bootstrap import DEFAULT_DROPIN_PATH, BootstrapOptions, HostStatus
+from fleetwave.bootstrap.install import render_agent_config
+from fleetwave.bootstrap.resident import render_resident_dropin
 from fleetwave.errors import ConfigError
 
 from .test_bootstrap_deb import DEPS, FakeHost, install

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fleetwave.bootstrap.install import (
+from fleetwave.bootstrap import (
     DEFAULT_VENV,
     AdminAccess,
     BootstrapOptions,
@@ -17,6 +17,7 @@ from fleetwave.bootstrap.install import (
     install_agent,
 )
 from fleetwave.errors import ConfigError, UsageError
+from fleetwave_core.exitcodes import ExitCode
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -172,7 +173,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         # The controller must relay the same way the pinned key does.
         print("resident mode: set this in the pipeline's deploy.ssh block:")
         print(f'  agent_command: "{options.relay_command()}"')
-    return 1 if failed else 0
+    return ExitCode.ERROR if failed else ExitCode.OK
 
 
 def build_wheel(out_dir: Path) -> Path:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fleetwave.errors import LoadBalancerError
-from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState, ServerStatus
+from fleetwave.lb.base import DrainTiming, LoadBalancer, ServerRef, ServerState, ServerStatus
 from fleetwave.lb.registry import Options
 
 _STATES = {s.value: s for s in (ServerState.READY, ServerState.DRAIN, ServerState.MAINT)}
@@ -51,8 +51,7 @@ class CommandLoadBalancer(LoadBalancer):
         if maint:
             self._commands["maint"] = tuple(maint)
         self._timeout = timeout_s
-        self._poll = poll_interval_s
-        self._clock = clock
+        self.drain_timing = DrainTiming(poll_interval_s, clock)
 
     async def _run(self, which: str, ref: ServerRef) -> str:
         argv = [
@@ -105,18 +104,16 @@ class CommandLoadBalancer(LoadBalancer):
             ) from None
         return ServerStatus(ref=ref, state=state, sessions=sessions, healthy=healthy)
 
-    async def drain(self, ref: ServerRef, *, timeout_s: float) -> ServerStatus:
-        """Drain command, wait for sessions to reach 0 (bounded), then maint if configured."""
+    async def _begin_drain(self, ref: ServerRef) -> None:
+        """The drain command."""
         await self._run("drain", ref)
-        deadline = self._clock() + timeout_s
-        status = await self.status(ref)
-        while status.sessions > 0 and self._clock() < deadline:
-            await asyncio.sleep(min(self._poll, max(deadline - self._clock(), 0.0)))
-            status = await self.status(ref)
-        if "maint" in self._commands:
-            await self._run("maint", ref)
-            status = await self.status(ref)
-        return status
+
+    async def _hold_out(self, ref: ServerRef) -> bool:
+        """The maint command, when one is configured."""
+        if "maint" not in self._commands:
+            return False
+        await self._run("maint", ref)
+        return True
 
     async def ready(self, ref: ServerRef) -> ServerStatus:
         """Ready command, then the status it led to."""

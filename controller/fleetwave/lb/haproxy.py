@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fleetwave.errors import LoadBalancerError
-from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState, ServerStatus
+from fleetwave.lb.base import DrainTiming, LoadBalancer, ServerRef, ServerState, ServerStatus
 from fleetwave.lb.registry import Options
 
 # srv_admin_state bits (HAProxy's SRV_ADMF_*): forced/inherited/config/resolution/
@@ -215,8 +215,7 @@ class HaproxyLoadBalancer(LoadBalancer):
         self.name = name
         self.channel = channel
         self._timeout = command_timeout_s
-        self._poll = poll_interval_s
-        self._clock = clock
+        self.drain_timing = DrainTiming(poll_interval_s, clock)
 
     async def _command(self, ref: ServerRef, command: str) -> str:
         try:
@@ -251,16 +250,14 @@ class HaproxyLoadBalancer(LoadBalancer):
             healthy=health_from_status(row.get("status", "")),
         )
 
-    async def drain(self, ref: ServerRef, *, timeout_s: float) -> ServerStatus:
-        """drain -> wait for sessions to reach 0 (at most ``timeout_s``) -> maint."""
+    async def _begin_drain(self, ref: ServerRef) -> None:
+        """``state drain``: no new sessions, in-flight ones finish."""
         await self._set_state(ref, "drain")
-        deadline = self._clock() + timeout_s
-        status = await self.status(ref)
-        while status.sessions > 0 and self._clock() < deadline:
-            await asyncio.sleep(min(self._poll, max(deadline - self._clock(), 0.0)))
-            status = await self.status(ref)
+
+    async def _hold_out(self, ref: ServerRef) -> bool:
+        """``state maint``: out of rotation, health checks stopped."""
         await self._set_state(ref, "maint")
-        return await self.status(ref)
+        return True
 
     async def ready(self, ref: ServerRef) -> ServerStatus:
         """``state ready`` (clears both drain and maint)."""

@@ -22,10 +22,10 @@ class NoLoadBalancer(LoadBalancer):
         state = self._requested.get(ref, ServerState.READY)
         return ServerStatus(ref=ref, state=state, sessions=0, healthy=None)
 
-    async def drain(self, ref: ServerRef, *, timeout_s: float) -> ServerStatus:
-        """Nothing routes traffic, so there is nothing to wait for."""
+    async def _begin_drain(self, ref: ServerRef) -> None:
+        """Nothing routes traffic, so there is nothing to wait for (sessions are
+        always 0): the shared drain loop returns at once, with MAINT recorded."""
         self._requested[ref] = ServerState.MAINT
-        return self._status(ref)
 
     async def ready(self, ref: ServerRef) -> ServerStatus:
         """Nothing to put back; records READY."""

@@ -1,0 +1,69 @@
+"""Resident mode of the bootstrap (``--resident``, ``docs/agent.md``): the systemd
+drop-in rewritten to the host's paths, the ``socat`` relay the deploy key is pinned to,
+and the socket's directory."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from fleetwave.bootstrap.options import BootstrapOptions
+from fleetwave.bootstrap.remote import run
+from fleetwave.errors import ConfigError
+
+#: The paths ``packaging/resident.conf`` is written with; rewritten to the host's layout.
+_DROPIN_PROGRAM = "/opt/fleetwave-agent/venv/bin/fleetwave-agent"
+_DROPIN_CONFIG = "/etc/fleetwave/agent.yaml"
+_DROPIN_SOCKET = "/var/lib/fleetwave/rpc.sock"
+
+
+def render_resident_dropin(options: BootstrapOptions, template: str) -> str:
+    """``packaging/resident.conf`` with this host's program, config and socket paths."""
+    if "\nExecStart=\n" not in f"\n{template}" or _DROPIN_PROGRAM not in template:
+        raise ConfigError(
+            "resident drop-in must reset ExecStart= and start "
+            f"{_DROPIN_PROGRAM} (as packaging/resident.conf does)"
+        )
+    return (
+        template.replace(_DROPIN_PROGRAM, options.agent_program())
+        .replace(_DROPIN_CONFIG, str(options.config_path))
+        .replace(_DROPIN_SOCKET, str(options.socket_path()))
+    )
+
+
+def socat_install_command() -> str:
+    """How the Debian-package path installs the relay when the host lacks it."""
+    return (
+        "env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        "-o DPkg::Lock::Timeout=60 socat"
+    )
+
+
+def ensure_socat(conn: Any, options: BootstrapOptions, sudo: bool) -> bool:
+    """Make sure the relay is on the host; True if it was installed now. Only the
+    Debian-package path installs it (that path already relies on apt); otherwise a
+    missing socat fails the host with what to do."""
+    probe = 'for p in socat apt-get; do command -v "$p" >/dev/null && echo "$p"; done; true'
+    found = set(run(conn, f"sh -c {shlex.quote(probe)}", sudo).split())
+    if "socat" in found:
+        return False
+    if options.local_deb is None or "apt-get" not in found:
+        raise RuntimeError(
+            "socat is not installed (resident mode relays SSH sessions with it): "
+            "install the socat package, or drop --resident"
+        )
+    run(conn, socat_install_command(), sudo)
+    return True
+
+
+def ensure_socket_dir(conn: Any, options: BootstrapOptions, sudo: bool) -> bool:
+    """Create the socket's directory for the deploy user if missing; True if created.
+    An existing directory is left alone: the daemon itself refuses an unsafe one."""
+    q = shlex.quote
+    parent = str(options.socket_path().parent)
+    user = q(options.deploy_user)
+    script = (
+        f"test -d {q(parent)} && exit 0; "
+        f"install -d -m 0750 -o {user} -g {user} {q(parent)} && echo created"
+    )
+    return "created" in run(conn, f"sh -c {q(script)}", sudo)
