@@ -3,8 +3,9 @@
 No Prometheus is needed. :meth:`AgentSource.poll` asks each host's agent for one
 small JSON snapshot (the exporter's own standard metrics, ``fleetwave_agent.snapshot``)
 over a session of the source's own, opened with ``Transport.open(host)`` and kept
-open: polls never queue behind an install running on the engine's session, and one
-session per host costs one agent process (or, resident, one socket connection).
+open. Give it a transport *instance of its own* (a transport reuses one session per
+host): then polls never queue behind an install running on the engine's session, and
+one session per host costs one agent process (or, resident, one socket connection).
 
 Each host keeps a bounded ring of its last ``capacity`` snapshots (360 at a 10 s
 interval: one hour). :meth:`AgentSource.query` is pure over those rings: counters
