@@ -43,7 +43,9 @@ def _duration(seconds: float) -> str:
 
 
 def _regex_escape(name: str) -> str:
-    return re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", name).replace('"', '\\"')
+    """``name`` as a literal inside a PromQL regex inside a double-quoted string."""
+    regex = re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", name)
+    return regex.replace("\\", "\\\\").replace('"', '\\"')
 
 
 class PromQL:
