@@ -22,6 +22,7 @@ Operations and their arguments -> results:
 ``verify_installed``   ``{}``                        ``{"version", "ok", "drift"}``
 ``gc``                 ``{}``                        ``{"removed": [...]}``
 ``metrics``            ``{}``                        ``{"text": Prometheus exposition}``
+``snapshot``           ``{}``                        standard metrics as JSON (:mod:`snapshot`)
 =====================  ============================  =================================
 
 Uploads: the controller calls ``has_package`` first and sends ``upload`` only when the
@@ -117,6 +118,10 @@ class RpcServer:
             from fleetwave_agent.exporter import render_snapshot  # lazy: keeps `rpc` start-up cheap
 
             return {"text": render_snapshot(self.ops)}
+        if op == "snapshot":
+            from fleetwave_agent.snapshot import snapshot  # lazy, as for metrics
+
+            return snapshot(self.ops)
         raise RpcProtocolError(f"unknown operation {op!r}")
 
 

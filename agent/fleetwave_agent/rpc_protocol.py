@@ -40,6 +40,7 @@ OPERATIONS = frozenset(
         "verify_installed",
         "gc",
         "metrics",
+        "snapshot",
         "ping",
     }
 )

@@ -25,6 +25,10 @@ __all__ = [
     "JournalError",
     "LoadBalancerError",
     "LockedError",
+    "MetricQueryError",
+    "MetricResponseError",
+    "MetricSourceError",
+    "MetricSourceUnavailableError",
     "PlanError",
     "RemoteAgentError",
     "RemoteIntegrityError",
@@ -111,3 +115,35 @@ class RemoteIntegrityError(RemoteAgentError, IntegrityError):
     """The agent refused a package's signature or checksum. Never retried."""
 
     exit_code = ExitCode.INTEGRITY
+
+
+class MetricSourceError(FleetwaveError):
+    """A metric source could not answer. ``source`` names it (``agent``, ``prometheus``).
+
+    Watching treats it as data, not as a crash: the affected datapoints are missing,
+    and the alarm's ``treat_missing_data`` decides. Sources never leak their library's
+    errors (urllib, JSON) past this family.
+    """
+
+    def __init__(self, source: str, message: str):
+        self.source = source
+        super().__init__(f"metric source {source}: {message}")
+
+
+class MetricSourceUnavailableError(MetricSourceError, ConnectionError):
+    """Unreachable, timed out, or the server said it cannot serve now (5xx, 503)."""
+
+
+class MetricQueryError(MetricSourceError, ValueError):
+    """The source refused the query (Prometheus ``bad_data``, ``execution``): a config
+    problem, not a transient one. ``error_type`` is the API's own."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, source: str, message: str, *, error_type: str = ""):
+        self.error_type = error_type
+        super().__init__(source, message)
+
+
+class MetricResponseError(MetricSourceError):
+    """The answer did not have the documented shape (a bug or a proxy in the way)."""

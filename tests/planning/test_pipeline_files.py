@@ -44,6 +44,11 @@ windows:
   default: {days: [weekdays], hours: "09:00-17:00", exclude: [{days: [fri], after: "12:00"}]}
 waves:
   - {regions: [r1]}
+alarms:
+  - {name: x, metric: errors, comparison: ">", threshold: 1}
+  - {name: parent, metric: errors, comparison: ">", threshold: 1}
+  - {name: child, metric: errors, comparison: ">", threshold: 1}
+  - {name: "y", metric: errors, comparison: ">", threshold: 1}
 """
 
 

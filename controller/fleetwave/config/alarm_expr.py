@@ -1,29 +1,69 @@
-"""Composite alarm expressions: ``ALARM("name")``, ``AND``, ``OR``, ``NOT``, parentheses.
+"""Composite alarm expressions: ``ALARM("name")``, ``OK("name")``,
+``INSUFFICIENT_DATA("name")``, ``AND``, ``OR``, ``NOT``, parentheses.
 
 Keywords are case-insensitive; precedence is NOT > AND > OR. A small recursive-descent
 parser turns text into frozen AST nodes; :func:`render` prints the canonical form, so
-``parse(render(e)) == e``. :func:`evaluate` is pure: the caller supplies alarm states.
+``parse(render(e)) == e``. Evaluation is pure: the caller supplies alarm states.
+
+:func:`evaluate_states` is the three-valued (Kleene) evaluation used to watch a
+deployment: ``ALARM("x")`` is unknown while ``x`` is INSUFFICIENT_DATA, ``NOT unknown`` is
+unknown, ``FALSE AND unknown`` is false, ``TRUE OR unknown`` is true. A composite is in
+ALARM when true, OK when false and INSUFFICIENT_DATA when unknown, so an unknown never
+counts as OK. :func:`evaluate` is the older two-valued form over booleans.
 
 Grammar::
 
     expr    := and_ ( OR and_ )*
     and_    := unary ( AND unary )*
     unary   := NOT unary | primary
-    primary := ALARM "(" STRING ")" | "(" expr ")"
+    primary := STATE "(" STRING ")" | "(" expr ")"
+    STATE   := ALARM | OK | INSUFFICIENT_DATA
     STRING  := '"' chars '"' | "'" chars "'"     (backslash escapes the quote)
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fleetwave.errors import AlarmSyntaxError
 
 
+class AlarmState(enum.Enum):
+    """The state of an alarm, metric or composite (CloudWatch's three)."""
+
+    OK = "OK"
+    ALARM = "ALARM"
+    INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+
+
+class Truth(enum.Enum):
+    """A three-valued truth: what a composite expression evaluates to."""
+
+    TRUE = "true"
+    FALSE = "false"
+    UNKNOWN = "unknown"
+
+    def state(self) -> AlarmState:
+        """TRUE is ALARM, FALSE is OK, UNKNOWN is INSUFFICIENT_DATA."""
+        return _TRUTH_STATE[self]
+
+
+_TRUTH_STATE = {
+    Truth.TRUE: AlarmState.ALARM,
+    Truth.FALSE: AlarmState.OK,
+    Truth.UNKNOWN: AlarmState.INSUFFICIENT_DATA,
+}
+
+
 @dataclass(frozen=True)
 class Alarm:
+    """``ALARM("name")`` (the default), ``OK("name")`` or ``INSUFFICIENT_DATA("name")``:
+    true while the named alarm is in ``state``."""
+
     name: str
+    state: AlarmState = AlarmState.ALARM
 
 
 @dataclass(frozen=True)
@@ -43,7 +83,11 @@ class Or:
 
 Expr = Alarm | Not | And | Or
 
-_KEYWORDS = ("alarm", "and", "or", "not")
+#: Deepest nesting of NOT and parentheses the parser accepts (bounded recursion).
+MAX_DEPTH = 32
+
+_STATE_WORDS = {s.value.lower(): s for s in AlarmState}
+_KEYWORDS = (*_STATE_WORDS, "and", "or", "not")
 
 
 @dataclass(frozen=True)
@@ -82,7 +126,7 @@ def _tokenize(text: str) -> list[_Token]:
             word = text[start:i]
             if word.lower() not in _KEYWORDS:
                 raise AlarmSyntaxError(
-                    f"unknown word {word!r} (expected ALARM, AND, OR, NOT)",
+                    f"unknown word {word!r} (expected ALARM, OK, INSUFFICIENT_DATA, AND, OR, NOT)",
                     expression=text,
                     column=start + 1,
                 )
@@ -98,6 +142,12 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.depth = 0
+
+    def nest(self, token: _Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(f"nested deeper than {MAX_DEPTH} levels", token)
 
     def peek(self) -> _Token:
         return self.tokens[self.pos]
@@ -144,27 +194,31 @@ class _Parser:
 
     def unary(self) -> Expr:
         if self.is_kw("not"):
-            self.take()
-            return Not(self.unary())
+            self.nest(self.take())
+            operand = self.unary()
+            self.depth -= 1
+            return Not(operand)
         return self.primary()
 
     def primary(self) -> Expr:
         token = self.peek()
         if token.kind == "(":
-            self.take()
+            self.nest(self.take())
             expr = self.or_()
             self.expect(")", "')'")
+            self.depth -= 1
             return expr
-        if self.is_kw("alarm"):
+        if token.kind == "kw" and token.value in _STATE_WORDS:
             self.take()
-            self.expect("(", "'(' after ALARM")
+            state = _STATE_WORDS[token.value]
+            self.expect("(", f"'(' after {state.value}")
             name = self.expect("str", 'a quoted alarm name, e.g. ALARM("high-latency")')
             if not name.value.strip():
                 raise self.fail("empty alarm name", name)
             self.expect(")", "')' after the alarm name")
-            return Alarm(name.value)
+            return Alarm(name.value, state)
         found = "end of expression" if token.kind == "end" else repr(token.value)
-        raise self.fail(f"expected ALARM(\"name\"), NOT or '(', found {found}", token)
+        raise self.fail(f"expected ALARM(\"name\"), OK(...), NOT or '(', found {found}", token)
 
 
 def parse(text: str) -> Expr:
@@ -190,12 +244,43 @@ def evaluate(expr: Expr, states: Mapping[str, bool]) -> bool:
     if isinstance(expr, Alarm):
         if expr.name not in states:
             raise KeyError(f"no state for alarm {expr.name!r}")
-        return bool(states[expr.name])
+        firing = bool(states[expr.name])
+        if expr.state is AlarmState.INSUFFICIENT_DATA:
+            raise ValueError("INSUFFICIENT_DATA() needs evaluate_states, not booleans")
+        return firing if expr.state is AlarmState.ALARM else not firing
     if isinstance(expr, Not):
         return not evaluate(expr.operand, states)
     if isinstance(expr, And):
         return all([evaluate(op, states) for op in expr.operands])
     return any([evaluate(op, states) for op in expr.operands])
+
+
+def evaluate_states(expr: Expr, states: Mapping[str, AlarmState]) -> Truth:
+    """Three-valued evaluation over alarm states (Kleene's logic, see the module doc).
+
+    Raises KeyError naming an alarm missing from ``states``: an unknown name is a bug
+    in the caller, not a clear alarm. Recursion is bounded by the parser's
+    :data:`MAX_DEPTH`.
+    """
+    if isinstance(expr, Alarm):
+        if expr.name not in states:
+            raise KeyError(f"no state for alarm {expr.name!r}")
+        state = states[expr.name]
+        if expr.state is AlarmState.INSUFFICIENT_DATA:
+            return Truth.TRUE if state is AlarmState.INSUFFICIENT_DATA else Truth.FALSE
+        if state is AlarmState.INSUFFICIENT_DATA:
+            return Truth.UNKNOWN
+        return Truth.TRUE if state is expr.state else Truth.FALSE
+    if isinstance(expr, Not):
+        inner = evaluate_states(expr.operand, states)
+        return {Truth.TRUE: Truth.FALSE, Truth.FALSE: Truth.TRUE}.get(inner, Truth.UNKNOWN)
+    values = [evaluate_states(op, states) for op in expr.operands]
+    dominant = Truth.FALSE if isinstance(expr, And) else Truth.TRUE
+    if dominant in values:
+        return dominant
+    if Truth.UNKNOWN in values:
+        return Truth.UNKNOWN
+    return Truth.TRUE if dominant is Truth.FALSE else Truth.FALSE
 
 
 def render(expr: Expr) -> str:
@@ -210,7 +295,7 @@ def _quote(name: str) -> str:
 def _render(expr: Expr, parent: int) -> str:
     # Binding strength: OR 1, AND 2, NOT/ALARM 3.
     if isinstance(expr, Alarm):
-        return f"ALARM({_quote(expr.name)})"
+        return f"{expr.state.value}({_quote(expr.name)})"
     if isinstance(expr, Not):
         return "NOT " + _render(expr.operand, 3)
     strength, word = (2, " AND ") if isinstance(expr, And) else (1, " OR ")

@@ -19,6 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from fleetwave.config import alarm_expr
+from fleetwave.config.alarms import (
+    AlarmDef,
+    OnInsufficient,
+    WatchSettings,
+    build_alarms,
+    build_watch,
+    check_references,
+    unknown_alarm,
+)
 from fleetwave.config.spec import PIPELINE_SPEC, OverrideTarget, Unit
 from fleetwave_core.errors import ConfigError
 from fleetwave_core.yamlsrc import join_path, load_yaml
@@ -55,11 +64,15 @@ from fleetwave.config.windows import (
 @dataclass(frozen=True)
 class BakeRequirement:
     """A stage is baked once ``duration_s`` has passed AND, when ``metric`` is set,
-    at least ``min_datapoints`` samples of it have been observed in the stage's scope."""
+    at least ``min_datapoints`` samples of it have been observed in the stage's scope,
+    served by the new release. If ``max_bake_s`` passes first, ``on_insufficient``
+    decides (hold: keep waiting and say so; rollback; proceed)."""
 
     duration_s: float = 0.0
     min_datapoints: int = 0
     metric: str | None = None
+    max_bake_s: float | None = None  # None: wait for the data as long as it takes
+    on_insufficient: OnInsufficient = OnInsufficient.HOLD
 
 
 # Defaults follow "Automating safe, hands-off deployments" (one source of truth).
@@ -148,6 +161,11 @@ class Pipeline:
     override: OverridePolicy = field(default_factory=OverridePolicy)
     batch_estimate_s: float = DEFAULT_BATCH_ESTIMATE_S
     windows: Mapping[str, WindowPolicy] = field(default_factory=dict)  # region/env -> policy
+    alarms: Mapping[str, AlarmDef] = field(default_factory=dict)  # by name
+    rollback_alarm: str | None = None  # its ALARM rolls the deployment back
+    onebox_alarm: str | None = None  # watched as well while a one-box stage runs
+    post_deploy_watch_s: float = 0.0  # rollback alarm still watched after the last stage
+    watch: WatchSettings = field(default_factory=WatchSettings)
 
     def windows_for(self, region: str) -> WindowPolicy:
         """The time windows of a region or pre-production environment."""
@@ -232,9 +250,16 @@ def _bake(
             "min_datapoints", default.min_datapoints if "metric" not in raw else 0
         ),
         metric=raw.get("metric", default.metric),
+        max_bake_s=raw.get("max_bake", default.max_bake_s),
+        on_insufficient=OnInsufficient(raw.get("on_insufficient", default.on_insufficient.value)),
     )
     if bake.min_datapoints and not bake.metric:
         raise loc.error(join_path(path, "min_datapoints"), "min_datapoints needs a metric to count")
+    if bake.max_bake_s is not None and bake.max_bake_s < bake.duration_s:
+        raise loc.error(join_path(path, "max_bake"), "max_bake is shorter than the bake's own time")
+    if ("max_bake" in raw or "on_insufficient" in raw) and not bake.min_datapoints:
+        key = "max_bake" if "max_bake" in raw else "on_insufficient"
+        raise loc.error(join_path(path, key), f"{key} needs min_datapoints to wait for")
     return bake
 
 
@@ -401,6 +426,13 @@ def _build(path: Path, raw: dict[str, Any], loc: Locator) -> Pipeline:
     windows = _windows(raw.get("windows", {}), topology, loc)
     _check_balancers(topology, deploy)
     override = raw.get("override", {})
+    watch = build_watch(raw.get("watch", {}), loc)
+    alarms = build_alarms(raw.get("alarms", []), watch, loc)
+    for i, expr in enumerate(raw.get("blockers", [])):
+        check_references(expr, alarms, f"blockers[{i}]", loc)
+    for key in ("rollback_alarm", "onebox_alarm"):
+        if key in raw and raw[key] not in alarms:
+            raise loc.error(key, unknown_alarm(raw[key], alarms))
     return Pipeline(
         path=path,
         name=raw["name"],
@@ -423,6 +455,11 @@ def _build(path: Path, raw: dict[str, Any], loc: Locator) -> Pipeline:
         ),
         batch_estimate_s=raw.get("batch_estimate", DEFAULT_BATCH_ESTIMATE_S),
         windows=windows,
+        alarms=alarms,
+        rollback_alarm=raw.get("rollback_alarm"),
+        onebox_alarm=raw.get("onebox_alarm"),
+        post_deploy_watch_s=raw.get("post_deploy_watch", 0.0),
+        watch=watch,
     )
 
 

@@ -4,8 +4,19 @@
 from __future__ import annotations
 
 import enum
+import math
+from dataclasses import dataclass
+from typing import Any
 
 from fleetwave.config import alarm_expr
+from fleetwave.config.alarms import (
+    AGENT_METRICS,
+    Comparison,
+    OnInsufficient,
+    ScopeKind,
+    Statistic,
+    TreatMissing,
+)
 from fleetwave.config.schema import (
     Amount,
     AnyOf,
@@ -16,8 +27,10 @@ from fleetwave.config.schema import (
     Field,
     Int,
     ListOf,
+    Locator,
     MapOf,
     Obj,
+    Spec,
     Str,
 )
 from fleetwave.config.topology import NAME_PATTERN
@@ -37,12 +50,51 @@ class OverrideTarget(enum.Enum):
     BAKES = "bakes"
 
 
+@dataclass(frozen=True)
+class Number(Spec):
+    """A finite number (an alarm threshold)."""
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    def expected(self) -> str:
+        return "a number"
+
+    def check(self, value: Any, path: str, loc: Locator) -> Any:
+        if not self.accepts(value) or not math.isfinite(value):
+            raise loc.error(path, f"expected a finite number, got {value!r}")
+        return float(value)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "number"}
+
+
+def _choices(kind: type[enum.Enum]) -> tuple[str, ...]:
+    return tuple(str(m.value) for m in kind)
+
+
+_COUNTERS = tuple(n for n, m in AGENT_METRICS.items() if m.kind.value == "counter")
+
 _BAKE = Obj(
     description="Bake: a time AND, with a metric, a minimum number of its data points.",
     fields=(
         Field("time", Duration(description="e.g. 1h, 90s, 1h30m, 500ms")),
         Field("min_datapoints", Int(minimum=0)),
-        Field("metric", Str(description="metric whose samples count towards the bake")),
+        Field(
+            "metric",
+            Str(
+                choices=_COUNTERS,
+                description="agent counter whose increase, served by the new release, counts",
+            ),
+        ),
+        Field("max_bake", Duration(description="longest wait for min_datapoints")),
+        Field(
+            "on_insufficient",
+            Str(
+                choices=_choices(OnInsufficient),
+                description="still short of data at max_bake: hold (default), rollback, proceed",
+            ),
+        ),
     ),
 )
 
@@ -141,6 +193,53 @@ _DEPLOY = Obj(
 
 _BLOCKERS = ListOf(Str(convert=alarm_expr.parse, description='e.g. ALARM("sev2") OR ...'))
 
+ALARM_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]*"
+
+_ALARM = Obj(
+    description=(
+        "An alarm: a metric alarm (metric or promql), a composite (expression) or a "
+        "Prometheus alerting rule (prometheus_alert)."
+    ),
+    fields=(
+        Field("name", Str(pattern=ALARM_NAME_PATTERN), True),
+        Field("metric", Str(choices=tuple(AGENT_METRICS), description="an agent metric")),
+        Field("promql", Str(description="a PromQL query; $scope expands to the scope's matcher")),
+        Field("denominator", Str(description="metric (or PromQL) dividing the value: a ratio")),
+        Field("statistic", Str(choices=_choices(Statistic))),
+        Field("comparison", Str(choices=_choices(Comparison))),
+        Field("threshold", Number()),
+        Field("period", Duration()),
+        Field("evaluation_periods", Int(minimum=1, maximum=100)),
+        Field("datapoints_to_alarm", Int(minimum=1, maximum=100)),
+        Field("treat_missing_data", Str(choices=_choices(TreatMissing))),
+        Field("scope", Str(choices=_choices(ScopeKind))),
+        Field("min_samples", Int(minimum=1)),
+        Field(
+            "expression",
+            Str(convert=alarm_expr.parse, description='composite, e.g. ALARM("a") OR OK("b")'),
+        ),
+        Field("prometheus_alert", Str(description="alertname of an existing alerting rule")),
+    ),
+)
+
+_WATCH = Obj(
+    description="Where alarm data comes from and how often it is read.",
+    fields=(
+        Field("source", Str(choices=("agent", "prometheus"), description="default: agent")),
+        Field("interval", Duration(description="poll and evaluation interval (default 10s)")),
+        Field(
+            "prometheus",
+            Obj(
+                fields=(
+                    Field("url", Str(description="e.g. http://prometheus:9090"), True),
+                    Field("host_label", Str(description="label naming the host (default host)")),
+                    Field("timeout", Duration()),
+                )
+            ),
+        ),
+    ),
+)
+
 PIPELINE_SPEC = Obj(
     description="A fleetwave pipeline file.",
     fields=(
@@ -159,6 +258,11 @@ PIPELINE_SPEC = Obj(
         Field("stage_bake", _BAKE),
         Field("batch_estimate", Duration(description="plan-time estimate per batch")),
         Field("blockers", _BLOCKERS),
+        Field("alarms", ListOf(_ALARM)),
+        Field("rollback_alarm", Str(description="alarm whose ALARM rolls the deployment back")),
+        Field("onebox_alarm", Str(description="alarm also watched during one-box stages")),
+        Field("post_deploy_watch", Duration(description="keep watching after the last stage")),
+        Field("watch", _WATCH),
         Field(
             "windows",
             Obj(fields=(Field("default", _WINDOW), Field("regions", MapOf(_WINDOW)))),
