@@ -27,7 +27,7 @@ from typing import Any
 
 from fleetwave.errors import JournalError, LockedError, UsageError
 from fleetwave.observe.events import EventSink, FanOut, JsonLinesFile, JsonLinesStream, PlainLines
-from fleetwave.planning.model import Plan
+from fleetwave.planning.codec import plan_from_dict, plan_to_dict
 from fleetwave.rollout.gates import Gates, WindowGate
 from fleetwave.rollout.journal import KILL_ENV, DeploymentRow, Journal, KillPoint
 from fleetwave.rollout.lock import DeploymentLock
@@ -216,7 +216,7 @@ def _runner(ctx: _Context, row_or_info: DeploymentInfo, sink: EventSink, metrics
 def _info(row: DeploymentRow, ctx: _Context) -> DeploymentInfo:
     return DeploymentInfo(
         row.id,
-        Plan.from_dict(row.plan),
+        plan_from_dict(row.plan),
         Path(row.package_path),
         row.package_id,
         ctx.pipeline.deploy.drain_timeout_s,
@@ -344,7 +344,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             environment=ctx.pipeline.environment,
             package_id=manifest.package_id,
             package_path=str(args.package.resolve()),
-            plan=plan.to_dict(),
+            plan=plan_to_dict(plan),
             now=time.time(),
             controller=controller_id(),
         )
@@ -426,7 +426,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"pipeline": ctx.pipeline.name, "environment": ctx.pipeline.environment}
     out["lock"] = holder.__dict__ if holder else None
     if row is not None:
-        state = replay(Plan.from_dict(row.plan), ctx.journal, row.id)
+        state = replay(plan_from_dict(row.plan), ctx.journal, row.id)
         counts: dict[str, int] = {}
         for h in state.hosts.values():
             counts[h.phase.value] = counts.get(h.phase.value, 0) + 1
