@@ -118,24 +118,18 @@ def enter_host(tx: Tx, host: HostState) -> None:
 # and no return; nothing installed means no rollback operation.
 
 
-def _drain(tx: Tx, host: HostState) -> None:
+def _balancer_step(tx: Tx, host: HostState) -> None:
+    """Drain a host (or return it) at its balancer; behind none it passes through."""
+    draining = host.phase in (H.DRAINING, H.RB_DRAINING)
     if not host.has_lb:
-        host_step(tx, host.name, Step.DRAINED)
-    else:
-        rollback = host.phase is H.RB_DRAINING
-        tx.actions.append(DrainHost(host.name, host.stage_id, rollback=rollback))
+        host_step(tx, host.name, Step.DRAINED if draining else Step.RETURNED)
+        return
+    action = DrainHost if draining else ReturnHost
+    tx.actions.append(action(host.name, host.stage_id, rollback=host.phase in ROLLBACK_INFLIGHT))
 
 
 def _install(tx: Tx, host: HostState) -> None:
     tx.actions.append(InstallOnHost(host.name, host.stage_id))
-
-
-def _return(tx: Tx, host: HostState) -> None:
-    if not host.has_lb:
-        host_step(tx, host.name, Step.RETURNED)
-    else:
-        rollback = host.phase is H.RB_RETURNING
-        tx.actions.append(ReturnHost(host.name, host.stage_id, rollback=rollback))
 
 
 def _roll_back(tx: Tx, host: HostState) -> None:
@@ -148,11 +142,11 @@ def _roll_back(tx: Tx, host: HostState) -> None:
 
 
 _HOST_ENTRY: Mapping[HostPhase, Callable[[Tx, HostState], None]] = {
-    H.DRAINING: _drain,
-    H.RB_DRAINING: _drain,
+    H.DRAINING: _balancer_step,
+    H.RB_DRAINING: _balancer_step,
     H.INSTALLING: _install,
-    H.RETURNING: _return,
-    H.RB_RETURNING: _return,
+    H.RETURNING: _balancer_step,
+    H.RB_RETURNING: _balancer_step,
     H.RB_ROLLING_BACK: _roll_back,
 }
 
