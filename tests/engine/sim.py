@@ -16,11 +16,14 @@ from fleetwave.planning.model import (
     StageKind,
     Wave,
 )
-from fleetwave.rollout.engine import (
+from fleetwave.rollout import (
+    FailureKind,
+    HostOp,
     HostPhase,
     Phase,
     StagePhase,
     State,
+    Target,
     decide,
     initial_state,
     is_forward,
@@ -190,27 +193,31 @@ class World:
         """The event the runner would feed back after carrying out ``action``."""
         if isinstance(action, DrainHost):
             if not ok:
-                return HostFailed(action.host, "drain", "LoadBalancerError", "boom")
+                return HostFailed(action.host, HostOp.DRAIN, FailureKind.LOAD_BALANCER, "boom")
             self.lb_ready[action.host] = False
             return HostDrained(action.host)
         if isinstance(action, InstallOnHost):
             before = self.release[action.host]
             if not ok:
                 return HostFailed(
-                    action.host, "install", "self_rolled_back", "health", BeforeRelease(before)
+                    action.host,
+                    HostOp.INSTALL,
+                    FailureKind.SELF_ROLLED_BACK,
+                    "health",
+                    BeforeRelease(before),
                 )
             self.release[action.host] = NEW
             self.installed_ever.add(action.host)
             return HostInstalled(action.host, NEW, before)
         if isinstance(action, ReturnHost):
             if not ok:
-                return HostFailed(action.host, "return", "HealthCheckError", "unhealthy")
+                return HostFailed(action.host, HostOp.RETURN, FailureKind.HEALTH_CHECK, "unhealthy")
             self.lb_ready[action.host] = True
             self.serving[action.host] = True
             return HostReturned(action.host)
         if isinstance(action, RollbackHost):
             if not ok:
-                return HostFailed(action.host, "rollback", "RemoteAgentError", "no")
+                return HostFailed(action.host, HostOp.ROLLBACK, FailureKind.REMOTE_AGENT, "no")
             self.release[action.host] = action.to_release
             return HostRolledBack(action.host)
         if isinstance(action, ProbeStage):
@@ -220,7 +227,10 @@ class World:
             )
         if isinstance(action, CheckBlockers | CheckGate):
             purpose = "blockers" if isinstance(action, CheckBlockers) else "bake"
-            target = action.stage_id if isinstance(action, CheckBlockers) else action.target
+            if isinstance(action, CheckBlockers):
+                target = Target.stage(action.stage_id)
+            else:
+                target = action.target
             v = {"ok": Verdict.ok(), "wait": Verdict.wait("later"), "fail": Verdict.fail("x")}
             return GateResult(target, purpose, v[verdict])  # type: ignore[arg-type]
         if isinstance(action, WaitUntil):
@@ -278,7 +288,7 @@ def check_final(world: World, state: State) -> None:
             continue
         if name in world.touched and host.lb is not None and not world.lb_ready[name]:
             raise InvariantError(f"{name} left drained and not reported")
-        if fin.result in ("rolled_back", "rollback_incomplete"):
+        if fin.result.rolled_back:
             if world.release[name] != world.original[name]:
                 raise InvariantError(f"{name} not back on {world.original[name]}")
         elif name in world.touched and world.release[name] != NEW:

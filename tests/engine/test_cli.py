@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleetwave.cli import main
+from fleetwave.planning.codec import plan_to_dict
 from fleetwave.planning.model import Plan
 from fleetwave.rollout.journal import Journal
 from fleetwave.rollout.lock import DeploymentLock
@@ -39,7 +40,7 @@ def _journal_with_run(state: Path, plan: Plan) -> Journal:
         environment="lab",
         package_id="a" * 64,
         package_path="/pkg",
-        plan=plan.to_dict(),
+        plan=plan_to_dict(plan),
         now=time.time(),
         controller="x:1",
     )

@@ -14,7 +14,14 @@ import pytest
 from fleetwave.errors import JournalError, LockedError, UsageError
 from fleetwave.rollout.journal import Journal, KillPoint
 from fleetwave.rollout.lock import DeploymentLock
-from fleetwave.rollout.types import Event, HostFailed, RollbackRequested, StageProbed
+from fleetwave.rollout.types import (
+    Event,
+    FailureKind,
+    HostFailed,
+    HostOp,
+    RollbackRequested,
+    StageProbed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +131,7 @@ def test_journal_round_trips_events_and_orders_steps(tmp_path: Path) -> None:
     )
     events: list[Event] = [
         StageProbed("s", frozenset({"h2", "h1"})),
-        HostFailed("h1", "install", "StoreError", "disk full"),
+        HostFailed("h1", HostOp.INSTALL, FailureKind.STORE, "disk full"),
         RollbackRequested("why", "me"),
     ]
     for i, e in enumerate(events):

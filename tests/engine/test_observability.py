@@ -23,6 +23,7 @@ from fleetwave.observe.events import (
 )
 from fleetwave.observe.metrics import MetricsSink
 from fleetwave.observe.progress import ProgressView
+from fleetwave.rollout import FailureKind, HostOp, Result
 
 pytestmark = pytest.mark.unit
 
@@ -30,14 +31,24 @@ RUN: list[ObservedEvent] = [
     DeploymentChanged("d1", 0.0, "running"),
     StageChanged("d1", 1.0, "w1/r1/onebox", "checking_blockers"),
     HostsSummary("d1", 1.0, (("pending", 3),)),
-    HostStep("d1", 2.0, "h1", "w1/r1/onebox", "drain", "start"),
-    HostStep("d1", 3.5, "h1", "w1/r1/onebox", "drain", "ok", duration_s=1.5),
-    HostStep("d1", 4.0, "h1", "w1/r1/onebox", "install", "failed", 0.5, "RemoteAgentError", "x"),
+    HostStep("d1", 2.0, "h1", "w1/r1/onebox", HostOp.DRAIN, "start"),
+    HostStep("d1", 3.5, "h1", "w1/r1/onebox", HostOp.DRAIN, "ok", duration_s=1.5),
+    HostStep(
+        "d1",
+        4.0,
+        "h1",
+        "w1/r1/onebox",
+        HostOp.INSTALL,
+        "failed",
+        0.5,
+        FailureKind.REMOTE_AGENT,
+        "x",
+    ),
     HostsSummary("d1", 4.0, (("pending", 2), ("failed", 1))),
     StageChanged("d1", 13.0, "w1/r1/onebox", "done"),
     DeploymentChanged("d1", 14.0, "rolling_back", reason="stage w1/r1/onebox: budget"),
     HostsSummary("d1", 15.0, (("rolled_back", 1),)),
-    DeploymentChanged("d1", 16.0, "finished", result="rolled_back"),
+    DeploymentChanged("d1", 16.0, "finished", result=Result.ROLLED_BACK),
 ]
 
 
@@ -69,7 +80,7 @@ def test_metrics_follow_a_rolled_back_run() -> None:
 
 def test_metrics_are_served_over_http() -> None:
     sink = MetricsSink(CollectorRegistry())
-    sink.emit(DeploymentChanged("d1", 0.0, "finished", result="succeeded"))
+    sink.emit(DeploymentChanged("d1", 0.0, "finished", result=Result.SUCCEEDED))
     server = sink.serve(0)
     try:
         url = f"http://127.0.0.1:{server.server_port}/metrics"

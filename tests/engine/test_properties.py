@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetwave.rollout.engine import Phase
+from fleetwave.rollout import Phase, Result
 from fleetwave.rollout.types import RollbackRequested
 
 from .sim import Driver, World, check_final, make_plan
@@ -97,5 +97,5 @@ def test_no_failures_means_success_and_everything_on_new(shape, data) -> None:
         if event is not None:
             driver.feed(event)
     assert world.finished is not None
-    assert world.finished.result == "succeeded"
+    assert world.finished.result is Result.SUCCEEDED
     assert all(world.release[n] == "v2" and world.lb_ready[n] for n in names)

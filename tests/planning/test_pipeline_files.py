@@ -250,9 +250,9 @@ def test_cli_plan_tree_waits_for_monday(team, capsys):
 
 
 def test_cli_plan_json_round_trips(team, capsys):
-    from fleetwave.planning.model import Plan
+    from fleetwave.planning.codec import plan_from_dict
 
     path = child(team, "")
     assert main(["plan", "-f", str(path), "--json", "--at", "2025-03-03T10:00Z"]) == 0
-    plan = Plan.from_dict(json.loads(capsys.readouterr().out))
+    plan = plan_from_dict(json.loads(capsys.readouterr().out))
     assert [s.id for s in plan.stages()] == ["w1/r1/onebox", "w1/r1/az:a1"]

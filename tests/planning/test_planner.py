@@ -13,7 +13,8 @@ from fleetwave.config.settings import DeploySettings
 from fleetwave.config.spec import Unit
 from fleetwave.config.topology import Region, Topology, TrafficClass
 from fleetwave.errors import PlanError
-from fleetwave.planning.model import BakeRequirement, HostRef, Plan, StageKind
+from fleetwave.planning.codec import plan_from_dict, plan_to_dict
+from fleetwave.planning.model import BakeRequirement, HostRef, StageKind
 from fleetwave.planning.planner import plan_pipeline, resolve_batching
 
 pytestmark = pytest.mark.unit
@@ -156,7 +157,7 @@ def test_plan_invariants(pipeline):
         if ends:
             previous_end = max(ends)
 
-    assert Plan.from_dict(plan.to_dict()) == plan
+    assert plan_from_dict(plan_to_dict(plan)) == plan
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,8 +1,9 @@
 """``fleetwave deploy | resume | rollback | status | history | explain``.
 
-Exit status: 0 succeeded (failed hosts inside the budget are listed on stderr),
-20 rolled back, 21 rollback incomplete, 130 aborted by a second Ctrl-C (the
-deployment stays resumable); other errors use their error's exit code.
+Exit status (:class:`~fleetwave_core.exitcodes.ExitCode`): 0 succeeded (failed hosts
+inside the budget are listed on stderr), 20 rolled back, 21 rollback incomplete, 130
+aborted by a second Ctrl-C (the deployment stays resumable); other errors use their
+error's exit code.
 """
 
 from __future__ import annotations
@@ -26,21 +27,22 @@ from typing import Any
 
 from fleetwave.errors import JournalError, LockedError, UsageError
 from fleetwave.observe.events import EventSink, FanOut, JsonLinesFile, JsonLinesStream, PlainLines
-from fleetwave.planning.model import Plan
-from fleetwave.rollout.engine import HostPhase, Phase
+from fleetwave.planning.codec import plan_from_dict, plan_to_dict
 from fleetwave.rollout.gates import Gates, WindowGate
 from fleetwave.rollout.journal import KILL_ENV, DeploymentRow, Journal, KillPoint
 from fleetwave.rollout.lock import DeploymentLock
 from fleetwave.rollout.runner import DeploymentInfo, Runner, controller_id, replay
-from fleetwave.rollout.types import Finish
+from fleetwave.rollout.state import FAILED, Phase
+from fleetwave.rollout.types import Finish, Result
+from fleetwave_core.exitcodes import ExitCode
 
-EXIT_BY_RESULT = {
-    "succeeded": 0,
-    "succeeded_with_failures": 0,
-    "rolled_back": 20,
-    "rollback_incomplete": 21,
+EXIT_BY_RESULT: dict[Result, ExitCode] = {
+    Result.SUCCEEDED: ExitCode.OK,
+    Result.SUCCEEDED_WITH_FAILURES: ExitCode.OK,
+    Result.ROLLED_BACK: ExitCode.ROLLED_BACK,
+    Result.ROLLBACK_INCOMPLETE: ExitCode.ROLLBACK_INCOMPLETE,
 }
-EXIT_ABORTED = 130
+EXIT_ABORTED = ExitCode.INTERRUPTED
 EVENT_LOG = "events.jsonl"
 SECOND_INTERRUPT_S = 3.0
 
@@ -214,7 +216,7 @@ def _runner(ctx: _Context, row_or_info: DeploymentInfo, sink: EventSink, metrics
 def _info(row: DeploymentRow, ctx: _Context) -> DeploymentInfo:
     return DeploymentInfo(
         row.id,
-        Plan.from_dict(row.plan),
+        plan_from_dict(row.plan),
         Path(row.package_path),
         row.package_id,
         ctx.pipeline.deploy.drain_timeout_s,
@@ -295,7 +297,20 @@ def _report(finish: Finish | None, runner: Runner, ctx: _Context) -> int:
     for host, why in finish.failed:
         print(f"fleetwave: failed host {host}: {why}", file=sys.stderr)
     print(f"deployment {dep}: {finish.result}", file=sys.stderr)
-    return EXIT_BY_RESULT.get(finish.result, 1)
+    return EXIT_BY_RESULT[finish.result]
+
+
+def _recorded_result(row: DeploymentRow) -> Result | None:
+    """The result a journal row records (None: unfinished, or a value we do not know)."""
+    try:
+        return Result(row.result) if row.result else None
+    except ValueError:
+        return None
+
+
+def _exit_for(row: DeploymentRow) -> int:
+    result = _recorded_result(row)
+    return EXIT_BY_RESULT[result] if result is not None else ExitCode.ERROR
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -329,7 +344,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             environment=ctx.pipeline.environment,
             package_id=manifest.package_id,
             package_path=str(args.package.resolve()),
-            plan=plan.to_dict(),
+            plan=plan_to_dict(plan),
             now=time.time(),
             controller=controller_id(),
         )
@@ -355,7 +370,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         stack.enter_context(_locked(ctx, args, row.id))
         if row.state == "finished":
             print(f"deployment {row.id}: already finished: {row.result}", file=sys.stderr)
-            return EXIT_BY_RESULT.get(row.result or "", 1)
+            return _exit_for(row)
         ctx.journal.set_state(row.id, row.state, now=time.time(), controller=controller_id())
         sink, metrics = _sinks(args, ctx, stack)
         runner = _runner(ctx, _info(row, ctx), sink, metrics)
@@ -367,9 +382,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     """Roll back: ask the running controller, or do it here when none runs."""
     ctx = _context(args.file)
     row = _pick(ctx, args.deployment)
-    if row.state == "finished" and row.result in ("rolled_back", "rollback_incomplete"):
-        print(f"deployment {row.id}: already {row.result}", file=sys.stderr)
-        return EXIT_BY_RESULT[row.result or ""]
+    recorded = _recorded_result(row)
+    if row.state == "finished" and recorded is not None and recorded.rolled_back:
+        print(f"deployment {row.id}: already {recorded}", file=sys.stderr)
+        return EXIT_BY_RESULT[recorded]
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(
@@ -410,15 +426,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"pipeline": ctx.pipeline.name, "environment": ctx.pipeline.environment}
     out["lock"] = holder.__dict__ if holder else None
     if row is not None:
-        state = replay(Plan.from_dict(row.plan), ctx.journal, row.id)
+        state = replay(plan_from_dict(row.plan), ctx.journal, row.id)
         counts: dict[str, int] = {}
         for h in state.hosts.values():
             counts[h.phase.value] = counts.get(h.phase.value, 0) + 1
-        failed = {
-            h.name: h.failure
-            for h in state.hosts.values()
-            if h.phase in (HostPhase.FAILED, HostPhase.RB_FAILED)
-        }
+        failed = {h.name: h.failure for h in state.hosts.values() if h.phase in FAILED}
         out["deployment"] = _row_dict(row)
         out["hosts"] = counts
         out["failed"] = failed

@@ -17,6 +17,7 @@ from fleetwave.config.schema import json_schema
 from fleetwave.config.spec import PIPELINE_SPEC
 from fleetwave.config.topology import topology_to_data
 from fleetwave.errors import UsageError
+from fleetwave.planning.codec import plan_to_dict
 from fleetwave.planning.model import BakeRequirement, Plan
 from fleetwave.planning.planner import plan_pipeline
 from fleetwave_core.durations import format_duration
@@ -80,7 +81,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.file)
     plan = plan_pipeline(pipeline, pipeline.topology, _start(args.at))
     if args.json:
-        json.dump(plan.to_dict(), sys.stdout, indent=2)
+        json.dump(plan_to_dict(plan), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(render_plan(plan, pipeline.batch_estimate_s))

@@ -7,6 +7,7 @@ inline.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import os
 from collections.abc import Iterable
@@ -14,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
+from fleetwave.rollout.types import FailureKind, HostOp, Result
+
 
 @dataclass(frozen=True)
 class DeploymentChanged:
     deployment_id: str
     at: float
     state: str  # running | rolling_back | finished | aborted
-    result: str | None = None
+    result: Result | None = None
     reason: str | None = None
 
 
@@ -39,10 +42,10 @@ class HostStep:
     at: float
     host: str
     stage: str
-    step: str  # drain | install | return | rollback | probe
+    step: HostOp
     outcome: Literal["start", "ok", "failed"]
     duration_s: float | None = None
-    error_kind: str | None = None
+    error_kind: FailureKind | None = None
     message: str = ""
 
 
@@ -75,6 +78,9 @@ def event_dict(event: ObservedEvent) -> dict[str, Any]:
     """The JSON form of an event: its fields plus ``event`` naming its type."""
     out: dict[str, Any] = {"event": type(event).__name__}
     out.update(dataclasses.asdict(event))
+    for k, v in out.items():
+        if isinstance(v, enum.Enum):
+            out[k] = v.value
     if isinstance(event, HostsSummary):
         out["by_phase"] = dict(event.by_phase)
     return out

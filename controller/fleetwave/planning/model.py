@@ -1,9 +1,9 @@
 """The deployment plan: what ``fleetwave plan`` prints and ``fleetwave deploy`` executes.
 
 Plain frozen data. The planner (``planner.py``) is the only producer; the engine
-consumes it unchanged. ``to_dict``/``from_dict`` give the JSON form that
-``plan --json`` prints and the journal stores, so a resumed deployment executes the
-exact plan it started with.
+consumes it unchanged. ``planning.codec`` gives the JSON form that ``plan --json``
+prints and the journal stores, so a resumed deployment executes the exact plan it
+started with.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from fleetwave.config.pipeline import BakeRequirement
 from fleetwave.config.topology import HostRef, ServerRef
@@ -93,14 +92,3 @@ class Plan:
 
     def hosts(self) -> list[HostRef]:
         return [h for s in self.stages() for h in s.hosts]
-
-    def to_dict(self) -> dict[str, Any]:
-        from fleetwave.planning.codec import plan_to_dict
-
-        return plan_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
-        from fleetwave.planning.codec import plan_from_dict
-
-        return plan_from_dict(data)

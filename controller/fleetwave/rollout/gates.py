@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from fleetwave.planning.model import BakeRequirement, Stage, Wave
-from fleetwave.rollout.types import Verdict
+from fleetwave.rollout.types import Target, Verdict
 
 
 @dataclass(frozen=True)
 class BakeTarget:
     """What is being gated: a stage (``stage`` set) or the bake after a wave."""
 
-    id: str
+    target: Target
     bake: BakeRequirement
     stage: Stage | None = None
     wave: Wave | None = None

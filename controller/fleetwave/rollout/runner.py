@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,9 +37,10 @@ from fleetwave.observe.events import (
     StageChanged,
 )
 from fleetwave.planning.model import HostRef, Plan
-from fleetwave.rollout.engine import INFLIGHT, HostPhase, Phase, State, decide, initial_state
+from fleetwave.rollout.engine import decide
 from fleetwave.rollout.gates import BakeTarget, Gates
 from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.state import FAILED, INFLIGHT, HostPhase, Phase, State, initial_state
 from fleetwave.rollout.types import (
     Action,
     BeforeRelease,
@@ -48,12 +49,14 @@ from fleetwave.rollout.types import (
     DeploymentStarted,
     DrainHost,
     Event,
+    FailureKind,
     Finish,
     GateResult,
     HostDrained,
     HostFacts,
     HostFailed,
     HostInstalled,
+    HostOp,
     HostReturned,
     HostRolledBack,
     InstallOnHost,
@@ -63,6 +66,7 @@ from fleetwave.rollout.types import (
     RollbackHost,
     RollbackRequested,
     StageProbed,
+    Target,
     TimerElapsed,
     Verdict,
     WaitUntil,
@@ -177,21 +181,20 @@ class Runner:
 
     def _finished_action(self) -> Finish:
         """The end of a deployment whose last decision was already journalled."""
-        result = self.state.result.value if self.state.result else ""
+        result = self.state.result
+        assert result is not None  # a finished engine state always has its result
         row = self.journal.deployment(self.info.deployment_id)
-        if row.state != "finished" or row.result != result:
+        if row.state != "finished" or row.result != result.value:
             # The crash came between the engine's Finish and the row update.
             self.journal.set_state(
                 self.info.deployment_id,
                 "finished",
                 now=self.clock.now(),
-                result=result,
+                result=result.value,
                 reason=self.state.rollback_reason,
             )
         failed = tuple(
-            (h.name, h.failure or "")
-            for h in self.state.hosts.values()
-            if h.phase in (HostPhase.FAILED, HostPhase.RB_FAILED)
+            (h.name, h.failure or "") for h in self.state.hosts.values() if h.phase in FAILED
         )
         return Finish(result, failed, self.state.rollback_reason)
 
@@ -231,7 +234,7 @@ class Runner:
             ref = self._hosts[h.name].lb
             if ref is None or ref.lb not in self.balancers:
                 continue
-            if h.phase in (HostPhase.FAILED, HostPhase.RB_FAILED):
+            if h.phase in FAILED:
                 expected.setdefault(ref.lb, {})[ref] = ServerState.MAINT
             elif h.phase in (HostPhase.DONE, HostPhase.ROLLED_BACK):
                 done.append(ref)
@@ -280,7 +283,7 @@ class Runner:
                             dep,
                             "finished",
                             now=now,
-                            result=action.result,
+                            result=action.result.value,
                             reason=action.rollback_reason,
                         )
                         self._emit(
@@ -334,13 +337,15 @@ class Runner:
             await self.clock.sleep_until(action.at)
             return TimerElapsed(action.key)
         if isinstance(action, CheckBlockers):
-            target = self._target(action.stage_id)
-            v = await self._gate(self.gates.check_blockers(target, self.clock.now()))
-            return GateResult(action.stage_id, "blockers", v)
-        if isinstance(action, CheckGate):
-            target = self._target(action.target)
+            target = Target.stage(action.stage_id)
             v = await self._gate(
-                self.gates.check_bake(target, action.window_start, self.clock.now())
+                self.gates.check_blockers(self._bake_target(target), self.clock.now())
+            )
+            return GateResult(target, "blockers", v)
+        if isinstance(action, CheckGate):
+            bake_target = self._bake_target(action.target)
+            v = await self._gate(
+                self.gates.check_bake(bake_target, action.window_start, self.clock.now())
             )
             return GateResult(action.target, "bake", v)
         if isinstance(action, ProbeStage):
@@ -356,13 +361,12 @@ class Runner:
             # A gate that cannot answer is a reason to wait, never to pass.
             return Verdict.wait(f"gate error: {exc}")
 
-    def _target(self, target_id: str) -> BakeTarget:
-        if target_id.startswith("wave:"):
-            index = int(target_id.partition(":")[2])
-            wave = next(w for w in self.info.plan.waves if w.index == index)
-            return BakeTarget(target_id, wave.bake_after, wave=wave)
-        stage = self.state.stage(target_id)
-        return BakeTarget(target_id, stage.bake, stage=stage)
+    def _bake_target(self, target: Target) -> BakeTarget:
+        if target.is_wave:
+            wave = next(w for w in self.info.plan.waves if w.index == target.wave_index)
+            return BakeTarget(target, wave.bake_after, wave=wave)
+        stage = self.state.stage(target.stage_id)
+        return BakeTarget(target, stage.bake, stage=stage)
 
     async def _probe(self, stage_id: str) -> Event:
         stage = self.state.stage(stage_id)
@@ -395,12 +399,7 @@ class Runner:
         self, action: DrainHost | InstallOnHost | ReturnHost | RollbackHost
     ) -> Event:
         host = self._hosts[action.host]
-        step = {
-            DrainHost: "drain",
-            InstallOnHost: "install",
-            ReturnHost: "return",
-            RollbackHost: "rollback",
-        }[type(action)]
+        step = _HOST_OP[type(action)]
         dep = self.info.deployment_id
         start = self.clock.now()
         self._emit(HostStep(dep, start, host.name, action.stage_id, step, "start"))
@@ -410,11 +409,14 @@ class Runner:
         except FleetwaveError as exc:
             if isinstance(exc, TransportError) and not isinstance(exc, RemoteAgentError):
                 self._sessions.pop(host.name, None)  # reconnect on the next step
-            kind = type(exc).__name__
-            if isinstance(exc, RemoteAgentError):
-                kind = "self_rolled_back" if exc.error_type == "RolledBackError" else exc.error_type
+            kind = (
+                FailureKind.of_name(exc.error_type)
+                if isinstance(exc, RemoteAgentError)
+                else FailureKind.of_error(exc)
+            )
             now = self.clock.now()
-            self.journal.record_outcome(dep, action, False, {"kind": kind, "error": str(exc)}, now)
+            detail = {"kind": kind.value, "error": str(exc)}
+            self.journal.record_outcome(dep, action, False, detail, now)
             self._emit(
                 HostStep(
                     dep,
@@ -536,4 +538,9 @@ class Runner:
             self._emit(HostsSummary(dep, now, tuple(sorted(counts.items()))))
 
 
-OnInterrupt = Callable[[], None]
+_HOST_OP: Mapping[type[Action], HostOp] = {
+    DrainHost: HostOp.DRAIN,
+    InstallOnHost: HostOp.INSTALL,
+    ReturnHost: HostOp.RETURN,
+    RollbackHost: HostOp.ROLLBACK,
+}

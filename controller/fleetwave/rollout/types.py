@@ -4,14 +4,192 @@ Events are what the runner observed (a host drained, a gate answered, a timer
 elapsed); actions are what the engine wants done. Both serialise to JSON
 (:func:`to_json` / :func:`event_from_json`) so the journal can store every event and
 ``fleetwave resume`` can replay them.
+
+The values at the boundary are typed: :class:`Result`, :class:`FailureKind` and
+:class:`HostOp` are string enums, gate targets are :class:`Target` and timers are
+:class:`TimerKey`. Their JSON forms are the strings the journal always held
+(``"rolled_back"``, ``"HostUnreachableError"``, ``"wave:0"``, ``"bake:w0/r1/s0"``), so
+journals written before these types existed still replay.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from fleetwave_core.errors import FleetwaveError
+
+# -- typed values -----------------------------------------------------------------------
+
+
+class Result(enum.StrEnum):
+    """How a deployment ended."""
+
+    SUCCEEDED = "succeeded"
+    SUCCEEDED_WITH_FAILURES = "succeeded_with_failures"  # failures inside the budget
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_INCOMPLETE = "rollback_incomplete"  # some hosts could not be rolled back
+
+    @property
+    def rolled_back(self) -> bool:
+        """The deployment was rolled back (completely or not)."""
+        return self in (Result.ROLLED_BACK, Result.ROLLBACK_INCOMPLETE)
+
+
+class HostOp(enum.StrEnum):
+    """The step a host action carries out (``HostFailed.step``)."""
+
+    DRAIN = "drain"
+    INSTALL = "install"
+    RETURN = "return"
+    ROLLBACK = "rollback"
+
+
+class FailureKind(enum.StrEnum):
+    """Why a host step failed. The values are the error class names the journal has
+    always recorded (the controller's errors, and those an agent reports by name)."""
+
+    #: The agent undid the install by itself (its validation or health failed).
+    SELF_ROLLED_BACK = "self_rolled_back"
+    # the controller's own errors
+    LOAD_BALANCER = "LoadBalancerError"
+    HOST_UNREACHABLE = "HostUnreachableError"
+    HOST_KEY = "HostKeyError"
+    AUTHENTICATION = "AuthenticationError"
+    CALL_TIMEOUT = "AgentCallTimeoutError"
+    SESSION_LOST = "SessionLostError"
+    TRANSPORT = "TransportError"
+    JOURNAL = "JournalError"
+    #: An agent reported an error type this table does not name (the message does).
+    REMOTE_AGENT = "RemoteAgentError"
+    # errors an agent reports by their class name
+    HEALTH_CHECK = "HealthCheckError"
+    HOOK = "HookError"
+    RELEASE_NOT_FOUND = "ReleaseNotFoundError"
+    STORE = "StoreError"
+    PROTOCOL = "ProtocolError"  # the agent's answer made no sense to the controller
+    RPC_PROTOCOL = "RpcProtocolError"
+    PACKAGE = "PackageError"
+    INTEGRITY = "IntegrityError"
+    SIGNATURE = "SignatureError"
+    UNTRUSTED_KEY = "UntrustedKeyError"
+    REVOKED_KEY = "RevokedKeyError"
+    CHECKSUM = "ChecksumError"
+    EXPIRED_PACKAGE = "ExpiredPackageError"
+    UNSAFE_PACKAGE = "UnsafePackageError"
+    SIZE_LIMIT = "SizeLimitError"
+    IMMUTABLE_VERSION = "ImmutableVersionError"
+    CONFIG = "ConfigError"
+    USAGE = "UsageError"
+    LOCKED = "LockedError"
+    INTERNAL = "InternalError"
+    #: Any other error of the fleetwave family.
+    OTHER = "FleetwaveError"
+
+    @classmethod
+    def of_name(cls, name: str) -> FailureKind:
+        """The kind an agent's error type name stands for; unknown names (a newer
+        agent's errors, and those of old journals) are :attr:`REMOTE_AGENT`."""
+        if name == "RolledBackError":
+            return cls.SELF_ROLLED_BACK
+        try:
+            return cls(name)
+        except ValueError:
+            return cls.REMOTE_AGENT
+
+    @classmethod
+    def of_error(cls, exc: FleetwaveError) -> FailureKind:
+        """The kind of a controller error: its nearest class that has a kind."""
+        for klass in type(exc).__mro__:
+            try:
+                return cls(klass.__name__)
+            except ValueError:
+                continue
+        return cls.OTHER
+
+
+class TargetKind(enum.Enum):
+    """What a gate judges: a stage, or the bake after a wave."""
+
+    STAGE = "stage"
+    WAVE = "wave"
+
+
+_WAVE_PREFIX = "wave:"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A gate target: :meth:`stage` (by stage id) or :meth:`wave` (by ``Wave.index``).
+
+    ``str(target)`` is its journal form: the stage id, or ``wave:<index>``.
+    """
+
+    kind: TargetKind
+    stage_id: str = ""
+    wave_index: int = 0
+
+    @classmethod
+    def stage(cls, stage_id: str) -> Target:
+        return cls(TargetKind.STAGE, stage_id=stage_id)
+
+    @classmethod
+    def wave(cls, index: int) -> Target:
+        return cls(TargetKind.WAVE, wave_index=index)
+
+    @property
+    def is_wave(self) -> bool:
+        return self.kind is TargetKind.WAVE
+
+    def __str__(self) -> str:
+        return f"{_WAVE_PREFIX}{self.wave_index}" if self.is_wave else self.stage_id
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """The target whose journal form is ``text``; ValueError if it is malformed."""
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"bad gate target {text!r}")
+        if text.startswith(_WAVE_PREFIX):
+            digits = text[len(_WAVE_PREFIX) :]
+            if not digits.isdigit():
+                raise ValueError(f"bad wave target {text!r}")
+            return cls.wave(int(digits))
+        return cls.stage(text)
+
+
+class TimerKind(enum.Enum):
+    """What a timer waits for."""
+
+    START = "start"  # a stage's earliest start time
+    BLOCKERS = "blockers"  # the retry time of a waiting blocker gate
+    BAKE = "bake"  # the retry time of a waiting bake gate
+
+
+@dataclass(frozen=True)
+class TimerKey:
+    """Names a timer: what it waits for and for which target. ``str(key)`` is its
+    journal form, ``<kind>:<target>`` (``bake:wave:0``, ``start:w0/r1/s0``)."""
+
+    kind: TimerKind
+    target: Target
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.target}"
+
+    @classmethod
+    def parse(cls, text: str) -> TimerKey:
+        """The key whose journal form is ``text``; ValueError if it is malformed."""
+        if not isinstance(text, str):
+            raise ValueError(f"bad timer key {text!r}")
+        for kind in TimerKind:
+            prefix = f"{kind.value}:"
+            if text.startswith(prefix):
+                return cls(kind, Target.parse(text[len(prefix) :]))
+        raise ValueError(f"bad timer key {text!r}")
+
 
 # -- gate verdicts ----------------------------------------------------------------------
 
@@ -94,22 +272,22 @@ class HostRolledBack:
 @dataclass(frozen=True)
 class HostFailed:
     host: str
-    step: str  # drain | install | return | rollback
-    kind: str  # an error class name, e.g. HostUnreachableError, or self_rolled_back
+    step: HostOp
+    kind: FailureKind
     message: str
     before: BeforeRelease | None = None
 
 
 @dataclass(frozen=True)
 class GateResult:
-    target: str  # a stage id, or wave:<index>
+    target: Target
     purpose: Literal["blockers", "bake"]
     verdict: Verdict
 
 
 @dataclass(frozen=True)
 class TimerElapsed:
-    key: str
+    key: TimerKey
 
 
 @dataclass(frozen=True)
@@ -187,19 +365,19 @@ class RollbackHost:
 
 @dataclass(frozen=True)
 class CheckGate:
-    target: str
+    target: Target
     window_start: float
 
 
 @dataclass(frozen=True)
 class WaitUntil:
     at: float
-    key: str
+    key: TimerKey
 
 
 @dataclass(frozen=True)
 class Finish:
-    result: str
+    result: Result
     failed: tuple[tuple[str, str], ...]  # (host, "step: kind: message")
     rollback_reason: str | None = None
 
@@ -245,6 +423,10 @@ def to_json(obj: Event | Action) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Target | TimerKey):
+        return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, frozenset | set):
@@ -257,15 +439,22 @@ def _plain(value: Any) -> Any:
 
 
 def event_from_json(data: Mapping[str, Any]) -> Event:
-    """Rebuild an event written by :func:`to_json`; KeyError/TypeError on bad input."""
+    """Rebuild an event written by :func:`to_json`; KeyError/TypeError/ValueError on bad
+    input."""
     cls = _EVENT_TYPES[data["type"]]
     args = {k: v for k, v in data.items() if k != "type"}
     if cls is StageProbed:
         args["serving"] = frozenset(args["serving"])
     elif cls is GateResult:
+        args["target"] = Target.parse(args["target"])
         args["verdict"] = Verdict(**args["verdict"])
-    elif cls is HostFailed and args.get("before") is not None:
-        args["before"] = BeforeRelease(**args["before"])
+    elif cls is TimerElapsed:
+        args["key"] = TimerKey.parse(args["key"])
+    elif cls is HostFailed:
+        args["step"] = HostOp(args["step"])
+        args["kind"] = FailureKind.of_name(args["kind"])
+        if args.get("before") is not None:
+            args["before"] = BeforeRelease(**args["before"])
     elif cls is Resumed:
         args["facts"] = {k: HostFacts(**v) for k, v in args["facts"].items()}
     event: Event = cls(**args)

@@ -1,0 +1,68 @@
+"""After a crash: settle what the agents' facts prove, re-issue everything half done.
+
+The journal replay (``runner.replay``) rebuilds the state the crashed controller had
+reached; the :class:`~fleetwave.rollout.types.Resumed` event then carries what the
+agents answered, and :func:`resumed` turns it into steps and re-issued actions. Every
+action is idempotent, so re-issuing one that had already run is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fleetwave.rollout._tx import Tx
+from fleetwave.rollout.state import INFLIGHT, HostPhase, Phase
+from fleetwave.rollout.transitions import (
+    Step,
+    current_wave_target,
+    enter_host,
+    host_step,
+    recheck_stage,
+)
+from fleetwave.rollout.types import BeforeRelease, CheckGate, HostFacts, Resumed
+
+H = HostPhase
+
+
+def resumed(tx: Tx, event: Resumed) -> None:
+    """Re-issue every half-done step (all idempotent) and every pending check."""
+    st = tx.state
+    if st.phase is Phase.PENDING:
+        return
+    settled = _settle_from_facts(tx, event.facts)
+    for name in tx.state.hosts:
+        host = tx.host(name)
+        if name not in settled and host.phase in INFLIGHT:
+            enter_host(tx, host)
+    if tx.state.phase is not Phase.RUNNING:
+        return
+    for s in st.plan.stages():
+        recheck_stage(tx, s)
+    if tx.state.wave_bake_start is not None:
+        tx.actions.append(CheckGate(current_wave_target(tx), tx.state.wave_bake_start))
+
+
+def _settle_from_facts(tx: Tx, facts: Mapping[str, HostFacts]) -> set[str]:
+    """Facts (only for hosts whose agent answered) settle an install or a rollback that
+    happened but whose outcome the crash lost. Returns the hosts they settled."""
+    settled: set[str] = set()
+    for name, fact in facts.items():
+        host = tx.host(name)
+        if host.phase is H.INSTALLING and host.before is None and fact.before_known:
+            host = tx.set_host(name, before=BeforeRelease(fact.before))
+        before = host.before
+        if host.phase is H.INSTALLING and before is not None and fact.current != before.release:
+            tx.set_host(name, release=fact.current)
+            host_step(tx, name, Step.INSTALLED)
+            settled.add(name)
+        elif (
+            host.phase is H.RB_ROLLING_BACK
+            and before is not None
+            and fact.current == before.release
+        ):
+            host_step(tx, name, Step.ROLLED_BACK)
+            settled.add(name)
+    return settled
+
+
+__all__ = ["resumed"]

@@ -1,0 +1,132 @@
+"""The engine's state: phases as enums, and frozen records of the deployment, its
+stages and its hosts. ``decide`` never mutates them; it returns new ones."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from fleetwave.planning.model import Plan, Stage
+from fleetwave.rollout.types import BeforeRelease, Result
+
+DEFAULT_POLL_S = 5.0
+
+
+class Phase(enum.Enum):
+    """The deployment as a whole."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    ROLLING_BACK = "rolling_back"
+    FINISHED = "finished"
+
+
+class StagePhase(enum.Enum):
+    """One stage; its transitions are :data:`~fleetwave.rollout.transitions.STAGE_TRANSITIONS`."""
+
+    PENDING = "pending"
+    WAITING_START = "waiting_start"  # before Stage.earliest_start
+    CHECKING_BLOCKERS = "checking_blockers"
+    PROBING = "probing"  # reading LB + agent health of every host
+    ROLLING = "rolling"
+    BAKING = "baking"
+    DONE = "done"
+
+
+class HostPhase(enum.Enum):
+    """One host; its transitions are :data:`~fleetwave.rollout.transitions.HOST_TRANSITIONS`."""
+
+    PENDING = "pending"
+    DRAINING = "draining"
+    INSTALLING = "installing"
+    RETURNING = "returning"
+    DONE = "done"
+    FAILED = "failed"  # stays drained; reported
+    RB_PENDING = "rb_pending"
+    RB_DRAINING = "rb_draining"
+    RB_ROLLING_BACK = "rb_rolling_back"
+    RB_RETURNING = "rb_returning"
+    ROLLED_BACK = "rolled_back"
+    RB_FAILED = "rb_failed"  # could not be rolled back; stays drained; reported
+
+
+H = HostPhase
+FORWARD_INFLIGHT = frozenset((H.DRAINING, H.INSTALLING, H.RETURNING))
+ROLLBACK_INFLIGHT = frozenset((H.RB_DRAINING, H.RB_ROLLING_BACK, H.RB_RETURNING))
+#: Host phases with a step in flight: the host is out of service and counts
+#: against ``max_out`` (or ``rollback_batch``).
+INFLIGHT = FORWARD_INFLIGHT | ROLLBACK_INFLIGHT
+#: Host phases that end a deployment with the host reported as failed.
+FAILED = frozenset((H.FAILED, H.RB_FAILED))
+
+
+@dataclass(frozen=True)
+class HostState:
+    name: str
+    stage_id: str
+    has_lb: bool
+    phase: HostPhase = HostPhase.PENDING
+    serving: bool = False  # set by the stage probe, then by our own steps
+    install_issued: bool = False
+    before: BeforeRelease | None = None  # the release it ran before our install
+    release: str | None = None  # the release our install left current
+    failure: str | None = None  # "step: kind: message" of the last failure
+
+
+@dataclass(frozen=True)
+class StageState:
+    id: str
+    phase: StagePhase = StagePhase.PENDING
+    bake_start: float | None = None
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything the engine knows. Treat as immutable: ``decide`` returns a new one."""
+
+    plan: Plan
+    phase: Phase
+    wave: int  # index into plan.waves of the wave in progress
+    wave_bake_start: float | None
+    stages: Mapping[str, StageState]
+    hosts: Mapping[str, HostState]
+    result: Result | None = None
+    rollback_reason: str | None = None
+    poll_s: float = DEFAULT_POLL_S
+    index: Mapping[str, Stage] = field(default_factory=dict, compare=False, repr=False)
+
+    def stage_hosts(self, stage_id: str) -> list[HostState]:
+        return [self.hosts[h.name] for h in self.index[stage_id].hosts]
+
+    def stage(self, stage_id: str) -> Stage:
+        return self.index[stage_id]
+
+
+def initial_state(plan: Plan, *, poll_s: float = DEFAULT_POLL_S) -> State:
+    """The state of a deployment of ``plan`` that has not started."""
+    hosts = {
+        h.name: HostState(name=h.name, stage_id=s.id, has_lb=h.lb is not None)
+        for s in plan.stages()
+        for h in s.hosts
+    }
+    stages = {s.id: StageState(id=s.id) for s in plan.stages()}
+    index = {s.id: s for s in plan.stages()}
+    return State(plan, Phase.PENDING, 0, None, stages, hosts, poll_s=poll_s, index=index)
+
+
+__all__ = [
+    "DEFAULT_POLL_S",
+    "FAILED",
+    "FORWARD_INFLIGHT",
+    "INFLIGHT",
+    "ROLLBACK_INFLIGHT",
+    "HostPhase",
+    "HostState",
+    "Phase",
+    "StagePhase",
+    "StageState",
+    "State",
+    "initial_state",
+]
