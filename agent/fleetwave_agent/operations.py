@@ -47,6 +47,7 @@ from fleetwave_agent.errors import (
 from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
 from fleetwave_agent.store import Release, ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
+from fleetwave_core.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from fleetwave_agent import health, hooks
@@ -239,7 +240,7 @@ class Agent:
                     "its manifest"
                 )
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             # After the rename: on some filesystems rename(2) updates the file's ctime.
             self._received[final] = PayloadDigest(
                 sha256=manifest.payload_sha256,
@@ -458,11 +459,3 @@ def _error_args(exc: FleetwaveError, message: str) -> tuple[Any, ...]:
 def _check_package_id(package_id: Any) -> None:
     if not isinstance(package_id, str) or not _PACKAGE_ID_RE.fullmatch(package_id):
         raise UsageError(f"not a package id (64 lower-case hex digits): {package_id!r}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

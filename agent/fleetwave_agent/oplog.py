@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleetwave_core.fsutil import atomic_write
+
 KEEP_OPERATION_DIRS = 20
 
 
@@ -117,13 +119,7 @@ class OperationLog:
         return data if isinstance(data, dict) else None
 
     def _write_last(self, data: dict[str, Any]) -> None:
-        tmp = self.last_path.with_name(f".last.json.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.last_path)
+        atomic_write(self.last_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def _prune(self) -> None:
         dirs = sorted(p for p in self.dir.iterdir() if p.is_dir())
@@ -132,4 +128,4 @@ class OperationLog:
         import shutil  # only when there is something to prune
 
         for old in dirs[:-KEEP_OPERATION_DIRS]:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)  # two levels deep: recursion is bounded
