@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_activate)
 
-    p = sub.add_parser("rollback", help="go back to the previous release (local, no download)")
+    p = sub.add_parser("rollback", help="go back to the previous good release (local, no download)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="activate the previous release even when it is known bad",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_rollback)
 
@@ -134,7 +139,7 @@ def _activate(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    record = _agent(args).rollback()
+    record = _agent(args).rollback(force=args.force)
     _warn(record)
     _emit(args, record, _describe(record))
     return 0
@@ -154,6 +159,11 @@ def _status(args: argparse.Namespace) -> int:
         _release_line("previous", data["previous"]),
         "releases   " + (", ".join(r["version"] for r in data["releases"]) or "-"),
     ]
+    for bad in data["bad_releases"]:
+        lines.append(
+            f"bad        {bad['name']} {bad['version']}  ({bad['package_id'][:12]}): "
+            f"failed in {bad['op']}: {bad['reason']}"
+        )
     last = data["last_operation"]
     if last:
         extra = f" (rolled back: {last['reason']})" if last.get("rolled_back") else ""

@@ -38,12 +38,14 @@ from fleetwave_agent.config import AgentConfig, StopFailurePolicy
 from fleetwave_agent.errors import (
     ChecksumError,
     HookError,
+    KnownBadReleaseError,
     PackageError,
     ReleaseNotFoundError,
     RolledBackError,
     RpcProtocolError,
     SizeLimitError,
 )
+from fleetwave_agent.knownbad import BadRelease
 from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
 from fleetwave_agent.store import Release, ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
@@ -157,23 +159,49 @@ class Agent:
             self._transition(record, release)
         return record.to_dict()
 
-    def rollback(self) -> dict[str, Any]:
-        """Back to the previous release, locally: stop -> switch -> start -> health."""
+    def rollback(self, *, force: bool = False) -> dict[str, Any]:
+        """Back to the previous good release, locally: stop -> switch -> start -> health.
+
+        The target is the last release that was current and is not known bad. When
+        every earlier release is known bad, KnownBadReleaseError names the latest one,
+        and only ``force`` activates it.
+        """
         with self._operation("rollback") as record:
             current = self.store.current()
             target = self.store.previous()
             if target is None:
-                raise ReleaseNotFoundError("no previous release to roll back to")
+                target = self._forced_target(record, force)
             record.version, record.package_id = target.version, target.package_id
             record.previous_version = current.version if current else None
+            record.previous_package_id = current.package_id if current else None
             if current is not None:
                 self._stop_fenced(record, current, target)
             self.store.switch(target)
             record.current_version = target.version
-            self._hook(record, "start", target, current, raise_on_failure=True)
-            self._health(record, target, raise_on_failure=True)
+            try:
+                self._hook(record, "start", target, current, raise_on_failure=True)
+                self._health(record, target, raise_on_failure=True)
+            except FleetwaveError as exc:
+                self._mark_bad(record, target, exc)
+                raise
+            self._passed(record, target)
             record.outcome = Outcome.OK
         return record.to_dict()
+
+    def _forced_target(self, record: OperationRecord, force: bool) -> Release:
+        """The latest earlier release when all are known bad: only with ``force``."""
+        candidate = self.store.previous(include_bad=True)
+        if candidate is None:
+            raise ReleaseNotFoundError("no previous release to roll back to")
+        bad = self.store.known_bad.get(candidate.package_id)
+        what = bad.describe() if bad else f"{candidate.name} {candidate.version}"
+        if not force:
+            raise KnownBadReleaseError(
+                f"rollback refused: the previous release {what} is known bad; "
+                "give --force to activate it anyway"
+            )
+        record.warnings.append(f"forced: activating the known-bad release {what}")
+        return candidate
 
     def gc(self) -> dict[str, Any]:
         """Remove releases beyond ``keep_releases`` (never current or previous)."""
@@ -254,7 +282,8 @@ class Agent:
     # -- read-only -----------------------------------------------------------------
 
     def status(self, *, probe_health: bool = True) -> dict[str, Any]:
-        """Current and previous release, kept releases, last operation, health now."""
+        """Current and previous (last good) release, kept and known-bad releases, last
+        operation, health now."""
         current = self.store.current()
         checks: list[dict[str, Any]] = []
         if probe_health and current is not None:
@@ -276,6 +305,7 @@ class Agent:
             "current": release_summary(current),
             "previous": release_summary(self.store.previous()),
             "releases": [release_summary(r) for r in self.store.releases()],
+            "bad_releases": [b.to_dict() for b in self.store.known_bad.all()],
             "last_operation": self.oplog.last(),
             "health": checks,
             "healthy": all(c["ok"] for c in checks),
@@ -336,15 +366,16 @@ class Agent:
         current = self.store.current()
         record.version, record.package_id = target.version, target.package_id
         record.previous_version = current.version if current else None
+        record.previous_package_id = current.package_id if current else None
         if current is not None and current.package_id == target.package_id:
-            record.outcome = Outcome.UNCHANGED
-            record.current_version = current.version
+            self._ensure_running(record, current)
             return
         if current is not None:
             self._stop_fenced(record, current, target)
         try:
             self._hook(record, "before_install", target, current, raise_on_failure=True)
-        except HookError:
+        except HookError as exc:
+            self._mark_bad(record, target, exc)
             if current is not None:  # undo the stop: the old release keeps serving
                 self._hook(record, "start", current, target, raise_on_failure=False)
             raise
@@ -355,8 +386,57 @@ class Agent:
                 self._hook(record, name, target, current, raise_on_failure=True)
             self._health(record, target, raise_on_failure=True)
         except FleetwaveError as exc:
+            self._mark_bad(record, target, exc)
             self._self_rollback(record, target, current, exc)
+        self._passed(record, target)
         record.outcome = Outcome.OK
+
+    def _ensure_running(self, record: OperationRecord, current: Release) -> None:
+        """Activating the current release: healthy stays as is, unhealthy is restarted.
+
+        A crash between ``stop`` and the switch leaves the current release's app
+        stopped, and a rollback to "the release that is current" must bring it back
+        rather than report that nothing needed doing.
+        """
+        record.current_version = current.version
+        results = self._health(record, current, raise_on_failure=False)
+        failing = [r.name for r in results if not r.ok]
+        if not failing:
+            record.outcome = Outcome.UNCHANGED
+            return
+        record.warnings.append(
+            f"{current.version} is current but failing health ({', '.join(failing)}); restarting it"
+        )
+        self._hook(record, "stop", current, None, raise_on_failure=False, fenced=True)
+        try:
+            self._hook(record, "start", current, None, raise_on_failure=True)
+            self._health(record, current, raise_on_failure=True)
+        except FleetwaveError as exc:
+            self._mark_bad(record, current, exc)
+            raise
+        self._passed(record, current)
+        record.outcome = Outcome.OK
+
+    def _mark_bad(self, record: OperationRecord, release: Release, cause: Exception) -> None:
+        self.store.known_bad.mark(
+            BadRelease(
+                package_id=release.package_id,
+                name=release.name,
+                version=release.version,
+                op=record.op,
+                reason=str(cause),
+                at=self.clock(),
+            )
+        )
+        record.marked_bad.append(release.version)
+
+    def _passed(self, record: OperationRecord, release: Release) -> None:
+        """``release`` just passed its hooks and health: it is good (again)."""
+        if self.store.known_bad.clear(release.package_id):
+            record.warnings.append(
+                f"{release.name} {release.version} was known bad and passed now; "
+                "no longer marked bad"
+            )
 
     def _self_rollback(
         self,

@@ -49,6 +49,7 @@ class OperationRecord:
     version: str | None = None
     package_id: str | None = None
     previous_version: str | None = None
+    previous_package_id: str | None = None
     current_version: str | None = None
     rolled_back: bool = False
     reason: str = ""
@@ -57,6 +58,7 @@ class OperationRecord:
     hooks: list[dict[str, Any]] = field(default_factory=list)
     health: list[dict[str, Any]] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    marked_bad: list[str] = field(default_factory=list)  # versions found bad by this op
     error: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +72,7 @@ class OperationRecord:
             "version": self.version,
             "package_id": self.package_id,
             "previous_version": self.previous_version,
+            "previous_package_id": self.previous_package_id,
             "current_version": self.current_version,
             "rolled_back": self.rolled_back,
             "reason": self.reason,
@@ -77,6 +80,7 @@ class OperationRecord:
             "hooks": list(self.hooks),
             "health": list(self.health),
             "recovered": list(self.recovered),
+            "marked_bad": list(self.marked_bad),
             "error": self.error,
         }
 

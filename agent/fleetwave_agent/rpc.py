@@ -17,7 +17,7 @@ Operations and their arguments -> results:
                        ``size`` raw bytes
 ``install``            ``{package_id}``              the operation record
 ``activate``           ``{version, name?}``          the operation record
-``rollback``           ``{}``                        the operation record
+``rollback``           ``{force?: bool}``            the operation record
 ``status``             ``{probe_health?: bool}``     see ``Agent.status``
 ``verify_installed``   ``{}``                        ``{"version", "ok", "drift"}``
 ``gc``                 ``{}``                        ``{"removed": [...]}``
@@ -106,7 +106,7 @@ class RpcServer:
                 raise UsageError("activate: name must be a string")
             return self.ops.activate(_arg(args, "version", str), name)
         if op == "rollback":
-            return self.ops.rollback()
+            return self.ops.rollback(force=_flag(args, "force"))
         if op == "status":
             return self.ops.status(probe_health=bool(args.get("probe_health", True)))
         if op == "verify_installed":
@@ -124,6 +124,13 @@ def _arg(args: dict[str, Any], key: str, kind: type[Any]) -> Any:
     value = args.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise UsageError(f"argument {key!r} must be a {kind.__name__}")
+    return value
+
+
+def _flag(args: dict[str, Any], key: str) -> bool:
+    value = args.get(key, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"argument {key!r} must be a boolean")
     return value
 
 

@@ -13,6 +13,7 @@ Layout under the store root (all names are part of the on-disk contract)::
                                            never shrinks it) + install order
     state/history.json                     releases that were current, oldest first
     state/journal.json                     the operation in progress, if any
+    state/bad.json                         releases that failed (see knownbad.py)
 
 Crash safety: staging first writes ``journal.json`` (temp file, fsync, rename,
 directory fsync), and every step is atomic or idempotent. ``current``
@@ -55,6 +56,7 @@ from fleetwave_agent.errors import (
     ReleaseNotFoundError,
     StoreError,
 )
+from fleetwave_agent.knownbad import KnownBad
 from fleetwave_agent.tree import drift, remove_tree, seal_dirs
 from fleetwave_core.errors import LockedError
 from fleetwave_core.fsutil import TMP_PREFIX, atomic_write, fsync_dir
@@ -115,6 +117,7 @@ class ReleaseStore:
         self._journal = self.state_dir / "journal.json"
         self._ledger = self.state_dir / "ledger.json"
         self._history = self.state_dir / "history.json"
+        self.known_bad = KnownBad(self.state_dir / "bad.json")
         try:
             for directory in (
                 self.root,
@@ -190,15 +193,22 @@ class ReleaseStore:
             raise StoreError(f"{self.current_link}: cannot read: {exc.strerror}") from None
         return self._load(self._resolve(target))
 
-    def previous(self) -> Release | None:
-        """The most recent release that was current before the current one."""
+    def previous(self, *, include_bad: bool = False) -> Release | None:
+        """The most recent release that was current before the current one.
+
+        Known-bad releases (:mod:`knownbad`) are skipped unless ``include_bad``: the
+        previous release is the last *good* one.
+        """
         current = self.current()
+        bad = set() if include_bad else {b.package_id for b in self.known_bad.all()}
         for rel in reversed(self._read_history()):
             path = self._resolve(rel)
             if current is not None and path == current.path:
                 continue
             if self._is_complete(path):
-                return self._load(path)
+                release = self._load(path)
+                if release.package_id not in bad:
+                    return release
         return None
 
     def get(self, version: str, name: str | None = None) -> Release:
