@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from fleetwave_agent.rpcsocket import RpcSocketServer
     from fleetwave_agent.store import Release
 
-OPERATIONS = ("install", "activate", "rollback")
+OPERATIONS = ("install", "activate", "rollback", "recover")
 
 #: What an install imports lazily (kept lazy so `fleetwave-agent rpc` sessions that only
 #: ask for status stay cheap). A resident daemon imports them once at start instead, so
@@ -64,7 +64,7 @@ INSTALL_MODULES = (
     "tarfile",
     "gzip",
 )
-OUTCOMES = ("ok", "unchanged", "rolled_back", "failed")
+OUTCOMES = ("ok", "unchanged", "rolled_back", "failed", "interrupted")
 
 
 class AgentCollector:
@@ -284,6 +284,7 @@ def serve(
     """
     exporter = agent.config.exporter
     addr = listen or exporter.listen
+    _recover_at_start(agent)
     socket_path = rpc_socket or agent.config.rpc_socket
     rpc: RpcSocketServer | None = None
     if socket_path is not None:
@@ -328,6 +329,21 @@ def serve(
         server.server_close()
         thread.join(timeout=5)
     return 0
+
+
+def _recover_at_start(agent: Agent) -> None:
+    """Recover from a crash of the previous agent process before serving anything."""
+    from fleetwave_core.errors import FleetwaveError, LockedError
+
+    try:
+        actions = agent.recover()
+    except LockedError:
+        return  # an operation is running: it recovered first
+    except FleetwaveError as exc:
+        print(f"fleetwave-agent: recovery at start failed: {exc}", file=sys.stderr, flush=True)
+        return
+    for action in actions:
+        print(f"fleetwave-agent: recovery: {action}", file=sys.stderr, flush=True)
 
 
 def warm_install_path(modules: Iterable[str] = INSTALL_MODULES) -> list[str]:

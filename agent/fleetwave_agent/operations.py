@@ -25,44 +25,35 @@ reader are imported by the operations that use them (see ``docs/agent.md``).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from fleetwave_agent.config import AgentConfig, StopFailurePolicy
 from fleetwave_agent.errors import (
-    ChecksumError,
     HookError,
     KnownBadReleaseError,
-    PackageError,
     ReleaseNotFoundError,
     RolledBackError,
-    RpcProtocolError,
-    SizeLimitError,
 )
 from fleetwave_agent.knownbad import BadRelease
 from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
+from fleetwave_agent.recovery import Action, Phase
 from fleetwave_agent.store import Release, ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
-from fleetwave_core.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from fleetwave_agent import health, hooks
     from fleetwave_agent.digests import PayloadDigest
     from fleetwave_agent.keys import Keyring
     from fleetwave_agent.package import Limits
+    from fleetwave_agent.uploads import ByteSource
 
 _PACKAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
-
-
-class ByteSource(Protocol):
-    def read(self, n: int = ..., /) -> bytes: ...
 
 
 def release_summary(release: Release | None) -> dict[str, Any] | None:
@@ -177,6 +168,7 @@ class Agent:
             if current is not None:
                 self._stop_fenced(record, current, target)
             self.store.switch(target)
+            self.oplog.checkpoint(record, Phase.SWITCHED.value)
             record.current_version = target.version
             try:
                 self._hook(record, "start", target, current, raise_on_failure=True)
@@ -206,7 +198,7 @@ class Agent:
     def gc(self) -> dict[str, Any]:
         """Remove releases beyond ``keep_releases`` (never current or previous)."""
         with self.store.lock():
-            self.store.recover()
+            self._recover_locked()
             removed = self.store.gc()
         return {"removed": [release_summary(r) for r in removed]}
 
@@ -219,65 +211,13 @@ class Agent:
     def receive_upload(self, package_id: str, size: int, body: ByteSource) -> dict[str, Any]:
         """Store exactly ``size`` bytes from ``body`` as the package ``package_id``.
 
-        Written to a temp file, fsynced, checked (its manifest must have this id and
-        its payload the manifest's size and SHA-256, hashed while receiving) and renamed
-        into place. A package already present is not stored again; the caller is
-        expected to have asked :meth:`has_package` first so no bytes are sent at all.
-        The signature is checked at install, not here.
+        See :func:`uploads.receive_upload`; the payload digest taken while receiving
+        spares a later install in this process from hashing the payload again.
         """
-        from fleetwave_agent.digests import PayloadDigest, PayloadHasher, file_identity
-        from fleetwave_agent.package import read_manifest
+        from fleetwave_agent.uploads import receive_upload
 
         _check_package_id(package_id)
-        if self.store.has_package(package_id):
-            return {"stored": False, "present": True}
-        if size > self.limits.max_package_bytes:
-            raise SizeLimitError(
-                f"upload of {size} bytes exceeds max_package_bytes={self.limits.max_package_bytes}"
-            )
-        final = self.store.incoming_path(package_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
-        hasher = PayloadHasher()
-        try:
-            with open(tmp, "wb") as out:
-                left = size
-                while left:
-                    chunk = body.read(min(_CHUNK, left))
-                    if not chunk:
-                        raise RpcProtocolError(f"upload ended after {size - left} of {size} bytes")
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    left -= len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            manifest = read_manifest(tmp)
-            if manifest.package_id != package_id:
-                raise PackageError(
-                    f"uploaded package is {manifest.package_id[:12]}, "
-                    f"not the announced {package_id[:12]}"
-                )
-            if hasher.payload_size != manifest.payload_size:
-                raise ChecksumError(
-                    f"uploaded package {package_id[:12]}: payload is {hasher.payload_size} "
-                    f"bytes, manifest says {manifest.payload_size}"
-                )
-            if hasher.hexdigest() != manifest.payload_sha256:
-                raise ChecksumError(
-                    f"uploaded package {package_id[:12]}: payload sha256 does not match "
-                    "its manifest"
-                )
-            os.replace(tmp, final)
-            fsync_dir(final.parent)
-            # After the rename: on some filesystems rename(2) updates the file's ctime.
-            self._received[final] = PayloadDigest(
-                sha256=manifest.payload_sha256,
-                payload_size=manifest.payload_size,
-                identity=file_identity(os.stat(final)),
-            )
-        finally:
-            tmp.unlink(missing_ok=True)
-        return {"stored": True, "present": True, "bytes": size}
+        return receive_upload(self.store, self.limits, package_id, size, body, self._received)
 
     # -- read-only -----------------------------------------------------------------
 
@@ -340,7 +280,7 @@ class Agent:
     def _operation(self, op: str) -> Iterator[OperationRecord]:
         with self.store.lock():
             record = OperationRecord(op=op, started=self.clock())
-            record.recovered = self.store.recover()
+            record.recovered = self._recover_locked()
             began = time.monotonic()
             self.oplog.begin(record)
             try:
@@ -380,6 +320,7 @@ class Agent:
                 self._hook(record, "start", current, target, raise_on_failure=False)
             raise
         self.store.switch(target)
+        self.oplog.checkpoint(record, Phase.SWITCHED.value)
         record.current_version = target.version
         try:
             for name in ("after_install", "start", "validate"):
@@ -407,15 +348,85 @@ class Agent:
         record.warnings.append(
             f"{current.version} is current but failing health ({', '.join(failing)}); restarting it"
         )
-        self._hook(record, "stop", current, None, raise_on_failure=False, fenced=True)
-        try:
-            self._hook(record, "start", current, None, raise_on_failure=True)
-            self._health(record, current, raise_on_failure=True)
-        except FleetwaveError as exc:
-            self._mark_bad(record, current, exc)
-            raise
-        self._passed(record, current)
+        self._restart(record, current)
         record.outcome = Outcome.OK
+
+    def _restart(self, record: OperationRecord, release: Release) -> None:
+        """Stop (fenced, failure tolerated), start and health-check ``release``."""
+        self.oplog.checkpoint(record, Phase.STOPPING.value)
+        self._hook(record, "stop", release, None, raise_on_failure=False, fenced=True)
+        self._start(record, release)
+
+    def _start(self, record: OperationRecord, release: Release) -> None:
+        """Start and health-check ``release``; a failure marks it bad."""
+        try:
+            self._hook(record, "start", release, None, raise_on_failure=True)
+            self._health(record, release, raise_on_failure=True)
+        except FleetwaveError as exc:
+            self._mark_bad(record, release, exc)
+            raise
+        self._passed(record, release)
+
+    # -- crash recovery ------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Recover from a crash of an earlier agent process (see :mod:`recovery`).
+
+        Clears the store's staging and incomplete releases, then finishes or undoes
+        the operation that process left ``running``, restarting the current release's
+        app if the crash may have left it stopped. Runs at the start of every mutating
+        operation, every RPC session and the daemon. LockedError while an operation
+        runs (that operation recovered first).
+        """
+        with self.store.lock():
+            return self._recover_locked()
+
+    def _recover_locked(self) -> list[str]:
+        from fleetwave_agent import recovery
+
+        actions = self.store.recover()
+        interrupted = self.oplog.interrupted()
+        if interrupted is None:
+            return actions
+        current = self.store.current()
+        decision = recovery.plan(interrupted, current.package_id if current else None)
+        self.oplog.finish_interrupted(interrupted, decision.why)
+        actions.append(decision.why)
+        if decision.action is Action.NOTHING or current is None:
+            return actions
+        target = current
+        if decision.action is Action.UNDO:
+            target = self._release_by_id(decision.undo_to) or current
+        record = OperationRecord(op="recover", started=self.clock(), reason=decision.why)
+        record.version, record.package_id = target.version, target.package_id
+        record.previous_version = current.version
+        record.previous_package_id = current.package_id
+        self.oplog.begin(record)
+        began = time.monotonic()
+        try:
+            if target == current:
+                self._restart(record, current)
+            else:  # undo: the new release may be half started; the old one is stopped
+                self.oplog.checkpoint(record, Phase.STOPPING.value)
+                self._hook(record, "stop", current, target, raise_on_failure=False, fenced=True)
+                self.store.switch(target)
+                self.oplog.checkpoint(record, Phase.SWITCHED.value)
+                self._start(record, target)
+            record.outcome = Outcome.OK
+            actions.append(f"recovered: {target.version} is current and healthy")
+        except FleetwaveError as exc:  # reported, never raised: the next step may fix it
+            record.outcome = Outcome.FAILED
+            record.error = {"type": type(exc).__name__, "message": str(exc)}
+            actions.append(f"recovery of {target.version} failed: {exc}")
+        finally:
+            record.duration_s = time.monotonic() - began
+            now = self.store.current()
+            record.current_version = now.version if now else None
+            self.oplog.finish(record)
+        return actions
+
+    def _release_by_id(self, package_id: str | None) -> Release | None:
+        return next((r for r in self.store.releases() if r.package_id == package_id), None)
 
     def _mark_bad(self, record: OperationRecord, release: Release, cause: Exception) -> None:
         self.store.known_bad.mark(
@@ -452,6 +463,7 @@ class Agent:
                 *_error_args(cause, f"{cause}; no previous release to roll back to")
             ) from cause
         self.store.switch(previous)
+        self.oplog.checkpoint(record, Phase.SWITCHED_BACK.value)
         record.current_version = previous.version
         record.rolled_back = True
         record.outcome = Outcome.ROLLED_BACK
@@ -468,6 +480,7 @@ class Agent:
         )
 
     def _stop_fenced(self, record: OperationRecord, current: Release, other: Release) -> None:
+        self.oplog.checkpoint(record, Phase.STOPPING.value)
         result = self._hook(record, "stop", current, other, raise_on_failure=False, fenced=True)
         if result is None or result.ok:
             return

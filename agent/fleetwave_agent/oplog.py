@@ -36,6 +36,7 @@ class Outcome(enum.Enum):
     UNCHANGED = "unchanged"  # the target was already current
     ROLLED_BACK = "rolled_back"  # failed after the switch; the agent put the old release back
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the agent died during it; the next process recovered
 
 
 @dataclass
@@ -44,6 +45,7 @@ class OperationRecord:
 
     op: str
     id: str = field(default_factory=new_operation_id)
+    phase: str = "begun"  # recovery.Phase: how far it got, for recovery after a crash
     started: float = field(default_factory=time.time)
     outcome: Outcome = Outcome.RUNNING
     version: str | None = None
@@ -66,6 +68,7 @@ class OperationRecord:
             "id": self.id,
             "op": self.op,
             "outcome": self.outcome.value,
+            "phase": self.phase,
             "ok": self.outcome in (Outcome.OK, Outcome.UNCHANGED),
             "started": self.started,
             "duration_s": round(self.duration_s, 4),
@@ -100,11 +103,31 @@ class OperationLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_last(record.to_dict())
 
+    def checkpoint(self, record: OperationRecord, phase: str) -> None:
+        """Record, durably, that the running operation reached ``phase``."""
+        record.phase = phase
+        self._write_last(record.to_dict())
+
+    def interrupted(self) -> dict[str, Any] | None:
+        """The last operation if it never finished (call with the store lock held)."""
+        last = self.last()
+        return last if last is not None and last.get("outcome") == "running" else None
+
+    def finish_interrupted(self, data: dict[str, Any], reason: str) -> None:
+        """Finish the record of an operation whose process died, as ``interrupted``."""
+        final = data | {"outcome": Outcome.INTERRUPTED.value, "reason": reason}
+        self._write_last(final)
+        self._append(final)
+
     def finish(self, record: OperationRecord) -> None:
         data = record.to_dict()
         self._write_last(data)
+        self._append(data)
+        self._prune()
+
+    def _append(self, data: dict[str, Any]) -> None:
         summary = {
-            k: data[k]
+            k: data.get(k)
             for k in ("id", "op", "outcome", "version", "rolled_back", "duration_s", "started")
         }
         line = (json.dumps(summary, sort_keys=True) + "\n").encode()
@@ -113,7 +136,6 @@ class OperationLog:
             os.write(fd, line)  # one write() of one short line: appends never interleave
         finally:
             os.close(fd)
-        self._prune()
 
     def last(self) -> dict[str, Any] | None:
         try:

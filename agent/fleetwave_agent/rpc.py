@@ -35,6 +35,7 @@ code; a self-rollback is the error ``RolledBackError`` (the record is in ``statu
 
 from __future__ import annotations
 
+import sys
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from fleetwave_agent import __version__
@@ -47,7 +48,7 @@ from fleetwave_agent.rpc_protocol import (
     encode_hello,
     encode_response,
 )
-from fleetwave_core.errors import FleetwaveError, UsageError
+from fleetwave_core.errors import FleetwaveError, LockedError, UsageError
 from fleetwave_core.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -59,6 +60,21 @@ class RpcServer:
 
     def __init__(self, ops: Agent) -> None:
         self.ops = ops
+
+    def begin_session(self) -> list[str]:
+        """Recover from a crash of an earlier agent process, if one left work behind.
+
+        Never fails the session: while another session's operation holds the store
+        lock it has recovered already, and a recovery failure is reported on stderr
+        (the operation that follows reports it again, in its record).
+        """
+        try:
+            return self.ops.recover()
+        except LockedError:
+            return []
+        except FleetwaveError as exc:
+            print(f"fleetwave-agent: recovery failed: {exc}", file=sys.stderr, flush=True)
+            return []
 
     def handle(self, request: Request, body: BinaryIO | None) -> Response:
         """Run one request. ``body`` is the upload's byte stream (``size`` bytes long)."""
@@ -171,6 +187,8 @@ def serve_stream(server: RpcServer, stdin: BinaryIO, stdout: BinaryIO) -> int:
     """
     stdout.write(encode_hello(__version__))
     stdout.flush()
+    # After the hello, so a recovery that restarts an app cannot time out the greeting.
+    server.begin_session()
     while True:
         line = stdin.readline(MAX_LINE + 1)
         if not line:
