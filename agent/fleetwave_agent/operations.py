@@ -41,6 +41,7 @@ from fleetwave_agent.errors import (
     RolledBackError,
 )
 from fleetwave_agent.knownbad import BadRelease
+from fleetwave_agent.lease import HostLease
 from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
 from fleetwave_agent.recovery import Action, Phase
 from fleetwave_agent.store import Release, ReleaseStore
@@ -82,6 +83,7 @@ class Agent:
         self.clock = clock
         self.store = store or ReleaseStore(config.root, keep=config.keep_releases)
         self.oplog = OperationLog(config.root)
+        self.lease = HostLease(self.store.state_dir, clock)
         self._keyring: Keyring | None = None
         # Payload digests computed by receive_upload in this process, by stored path.
         self._received: dict[Path, PayloadDigest] = {}
@@ -111,12 +113,17 @@ class Agent:
 
     # -- mutating operations -------------------------------------------------------
 
-    def install(self, package: Path) -> dict[str, Any]:
-        """Verify, stage and switch to ``package``; see the module docstring for order."""
+    def install(self, package: Path, *, lease: str | None = None) -> dict[str, Any]:
+        """Verify, stage and switch to ``package``; see the module docstring for order.
+
+        ``lease`` (on every mutating operation) is the caller's deployment id: the
+        operation is refused while another deployment holds the host's lease
+        (:mod:`lease`); with no lease held it is not needed.
+        """
         if not package.is_file():
             raise UsageError(f"{package}: no such package file")
         keyring = self.keyring  # config problems surface before anything is touched
-        with self._operation("install") as record:
+        with self._operation("install", lease) as record:
             # stage() verifies signature and payload even for an id already installed,
             # so a tampered copy of an installed package is refused there. A digest
             # taken while this process received the file spares hashing it again.
@@ -130,34 +137,36 @@ class Agent:
             self._transition(record, release)
         return record.to_dict()
 
-    def install_package_id(self, package_id: str) -> dict[str, Any]:
+    def install_package_id(self, package_id: str, *, lease: str | None = None) -> dict[str, Any]:
         """Install an uploaded package, or re-activate an installed one with this id."""
         _check_package_id(package_id)
         incoming = self.store.incoming_path(package_id)
         if incoming.is_file():
-            return self.install(incoming)
+            return self.install(incoming, lease=lease)
         for release in self.store.releases():
             if release.package_id == package_id:
-                return self._activate_release("install", release)
+                return self._activate_release("install", release, lease)
         raise ReleaseNotFoundError(f"package {package_id[:12]} was neither uploaded nor installed")
 
-    def activate(self, version: str, name: str | None = None) -> dict[str, Any]:
+    def activate(
+        self, version: str, name: str | None = None, *, lease: str | None = None
+    ) -> dict[str, Any]:
         """Switch to an installed release, with hooks and health checks."""
-        return self._activate_release("activate", self.store.get(version, name))
+        return self._activate_release("activate", self.store.get(version, name), lease)
 
-    def _activate_release(self, op: str, release: Release) -> dict[str, Any]:
-        with self._operation(op) as record:
+    def _activate_release(self, op: str, release: Release, lease: str | None) -> dict[str, Any]:
+        with self._operation(op, lease) as record:
             self._transition(record, release)
         return record.to_dict()
 
-    def rollback(self, *, force: bool = False) -> dict[str, Any]:
+    def rollback(self, *, force: bool = False, lease: str | None = None) -> dict[str, Any]:
         """Back to the previous good release, locally: stop -> switch -> start -> health.
 
         The target is the last release that was current and is not known bad. When
         every earlier release is known bad, KnownBadReleaseError names the latest one,
         and only ``force`` activates it.
         """
-        with self._operation("rollback") as record:
+        with self._operation("rollback", lease) as record:
             current = self.store.current()
             target = self.store.previous()
             if target is None:
@@ -195,9 +204,10 @@ class Agent:
         record.warnings.append(f"forced: activating the known-bad release {what}")
         return candidate
 
-    def gc(self) -> dict[str, Any]:
+    def gc(self, *, lease: str | None = None) -> dict[str, Any]:
         """Remove releases beyond ``keep_releases`` (never current or previous)."""
         with self.store.lock():
+            self.lease.fence(lease, "gc")
             self._recover_locked()
             removed = self.store.gc()
         return {"removed": [release_summary(r) for r in removed]}
@@ -208,7 +218,9 @@ class Agent:
         _check_package_id(package_id)
         return self.store.has_package(package_id)
 
-    def receive_upload(self, package_id: str, size: int, body: ByteSource) -> dict[str, Any]:
+    def receive_upload(
+        self, package_id: str, size: int, body: ByteSource, *, lease: str | None = None
+    ) -> dict[str, Any]:
         """Store exactly ``size`` bytes from ``body`` as the package ``package_id``.
 
         See :func:`uploads.receive_upload`; the payload digest taken while receiving
@@ -217,6 +229,7 @@ class Agent:
         from fleetwave_agent.uploads import receive_upload
 
         _check_package_id(package_id)
+        self.lease.fence(lease, "upload")
         return receive_upload(self.store, self.limits, package_id, size, body, self._received)
 
     # -- read-only -----------------------------------------------------------------
@@ -246,6 +259,7 @@ class Agent:
             "previous": release_summary(self.store.previous()),
             "releases": [release_summary(r) for r in self.store.releases()],
             "bad_releases": [b.to_dict() for b in self.store.known_bad.all()],
+            "lease": self.lease.status(),
             "last_operation": self.oplog.last(),
             "health": checks,
             "healthy": all(c["ok"] for c in checks),
@@ -277,8 +291,9 @@ class Agent:
     # -- the install sequence --------------------------------------------------------
 
     @contextmanager
-    def _operation(self, op: str) -> Iterator[OperationRecord]:
+    def _operation(self, op: str, lease: str | None) -> Iterator[OperationRecord]:
         with self.store.lock():
+            self.lease.fence(lease, op)  # under the store lock: no operation starts after
             record = OperationRecord(op=op, started=self.clock())
             record.recovered = self._recover_locked()
             began = time.monotonic()

@@ -13,14 +13,18 @@ Operations and their arguments -> results:
 =====================  ============================  =================================
 ``ping``               ``{}``                        ``{"pong": true, "agent_version"}``
 ``has_package``        ``{package_id}``              ``{"present": bool}``
-``upload``             ``{package_id, size}`` +      ``{"stored": bool, "present": true}``
-                       ``size`` raw bytes
-``install``            ``{package_id}``              the operation record
-``activate``           ``{version, name?}``          the operation record
-``rollback``           ``{force?: bool}``            the operation record
+``upload``             ``{package_id, size, lease?}``  ``{"stored": bool, "present": true}``
+                       + ``size`` raw bytes
+``install``            ``{package_id, lease?}``      the operation record
+``activate``           ``{version, name?, lease?}``  the operation record
+``rollback``           ``{force?: bool, lease?}``    the operation record
 ``status``             ``{probe_health?: bool}``     see ``Agent.status``
 ``verify_installed``   ``{}``                        ``{"version", "ok", "drift"}``
-``gc``                 ``{}``                        ``{"removed": [...]}``
+``gc``                 ``{lease?}``                  ``{"removed": [...]}``
+``lease_acquire``      ``{deployment_id,             ``{"lease", "resumed", "replaced"}``
+                       controller_id, ttl_s}``
+``lease_renew``        ``{deployment_id, ttl_s}``    ``{"lease"}``
+``lease_release``      ``{deployment_id}``           ``{"released": bool}``
 ``metrics``            ``{}``                        ``{"text": Prometheus exposition}``
 =====================  ============================  =================================
 
@@ -104,6 +108,9 @@ class RpcServer:
     def _dispatch(self, request: Request, body: BinaryIO | None) -> dict[str, Any]:
         args = request.args
         op = request.op
+        lease = args.get("lease")  # the caller's deployment id, for fencing (lease.py)
+        if lease is not None and not isinstance(lease, str):
+            raise UsageError("argument 'lease' must be a string (a deployment id)")
         if op == "ping":
             return {"pong": True, "agent_version": __version__}
         if op == "has_package":
@@ -112,23 +119,31 @@ class RpcServer:
             if body is None:
                 raise RpcProtocolError("upload without a body")
             return self.ops.receive_upload(
-                _arg(args, "package_id", str), _arg(args, "size", int), body
+                _arg(args, "package_id", str), _arg(args, "size", int), body, lease=lease
             )
         if op == "install":
-            return self.ops.install_package_id(_arg(args, "package_id", str))
+            return self.ops.install_package_id(_arg(args, "package_id", str), lease=lease)
         if op == "activate":
             name = args.get("name")
             if name is not None and not isinstance(name, str):
                 raise UsageError("activate: name must be a string")
-            return self.ops.activate(_arg(args, "version", str), name)
+            return self.ops.activate(_arg(args, "version", str), name, lease=lease)
         if op == "rollback":
-            return self.ops.rollback(force=_flag(args, "force"))
+            return self.ops.rollback(force=_flag(args, "force"), lease=lease)
         if op == "status":
             return self.ops.status(probe_health=bool(args.get("probe_health", True)))
         if op == "verify_installed":
             return self.ops.verify_installed()
         if op == "gc":
-            return self.ops.gc()
+            return self.ops.gc(lease=lease)
+        if op == "lease_acquire":
+            return self.ops.lease.acquire(
+                args.get("deployment_id"), args.get("controller_id"), args.get("ttl_s")
+            )
+        if op == "lease_renew":
+            return self.ops.lease.renew(args.get("deployment_id"), args.get("ttl_s"))
+        if op == "lease_release":
+            return self.ops.lease.release(args.get("deployment_id"))
         if op == "metrics":
             from fleetwave_agent.exporter import render_snapshot  # lazy: keeps `rpc` start-up cheap
 

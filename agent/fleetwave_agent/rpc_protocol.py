@@ -41,6 +41,9 @@ OPERATIONS = frozenset(
         "gc",
         "metrics",
         "ping",
+        "lease_acquire",
+        "lease_renew",
+        "lease_release",
     }
 )
 
