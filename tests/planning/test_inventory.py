@@ -6,7 +6,7 @@ import yaml
 
 from fleetwave.cli import main
 from fleetwave.config.inventory import ImportOptions, expand_hosts, import_inventory
-from fleetwave.config.topology import load_topology
+from fleetwave.config.topology import Topology, load_topology
 from fleetwave.errors import ConfigError
 from fleetwave_core.exitcodes import ExitCode
 
@@ -58,7 +58,7 @@ def test_bad_range_in_an_inventory_names_the_line(tmp_path):
 # -- for ansible/hosts.ini with its group_vars/ and host_vars/ (ansible-core 2.19).
 
 
-def _as_rows(topo):
+def _as_rows(topo: Topology) -> list[tuple[object, ...]]:
     return [
         (h.name, h.address, h.az, h.cell, h.ssh_port, h.lb.lb if h.lb else None, dict(h.labels))
         for h in topo.hosts()
