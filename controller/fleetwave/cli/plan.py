@@ -1,4 +1,4 @@
-"""``fleetwave plan``, ``validate``, ``schema`` and ``topology import``."""
+"""``fleetwave plan``, ``validate``, ``schema`` and ``topology import``/``export``."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from fleetwave.config.inventory import ImportOptions, import_inventory
 from fleetwave.config.pipeline import load_pipeline
 from fleetwave.config.schema import json_schema
 from fleetwave.config.spec import PIPELINE_SPEC
-from fleetwave.config.topology import topology_to_data
+from fleetwave.config.topology import load_topology, topology_to_data
 from fleetwave.errors import UsageError
+from fleetwave.observe.prometheus_sd import DEFAULT_EXPORTER_PORT, write_prometheus_sd
 from fleetwave.planning.codec import plan_to_dict
 from fleetwave.planning.model import BakeRequirement, Plan
 from fleetwave.planning.planner import plan_pipeline
 from fleetwave_core.durations import format_duration
+from fleetwave_core.fsutil import atomic_write
 
 SCHEMA_ID = "https://fleetwave.dev/schema/pipeline.json"
 
@@ -43,8 +45,14 @@ def register(sub: Any) -> None:
     t = sub.add_parser("topology", help="topology tools")
     tsub = t.add_subparsers(dest="topology_command", metavar="COMMAND", required=True)
     imp = tsub.add_parser("import", help="convert an Ansible inventory to a topology file")
-    imp.add_argument("inventory", type=Path, help="Ansible inventory, INI or YAML")
+    imp.add_argument(
+        "inventory",
+        type=Path,
+        help="Ansible inventory: INI, YAML or `ansible-inventory --list` JSON "
+        "(group_vars/ and host_vars/ next to it are read)",
+    )
     imp.add_argument("--out", type=Path, help="write here instead of stdout")
+    imp.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     defaults = ImportOptions()
     for name, help_text in (
         ("region_var", "host/group var naming the region"),
@@ -62,6 +70,24 @@ def register(sub: Any) -> None:
         "--label-var", dest="label_vars", action="append", default=[], help="copy var as a label"
     )
     imp.set_defaults(func=cmd_topology_import)
+
+    exp = tsub.add_parser("export", help="write a topology in another tool's format")
+    exp.add_argument("-f", "--file", required=True, type=Path, help="topology file")
+    exp.add_argument(
+        "--prometheus-sd",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="write Prometheus file_sd targets (host, region, az, cell labels) here; "
+        "replaced atomically",
+    )
+    exp.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_EXPORTER_PORT,
+        help=f"the agents' exporter port (default {DEFAULT_EXPORTER_PORT})",
+    )
+    exp.set_defaults(func=cmd_topology_export)
 
 
 def _start(text: str | None) -> datetime:
@@ -171,16 +197,26 @@ def cmd_topology_import(args: argparse.Namespace) -> int:
         default_traffic=args.default_traffic,
         default_timezone=args.default_timezone,
     )
+    if args.out is not None and args.out.exists() and not args.force:
+        raise UsageError(f"{args.out} exists; pass --force to overwrite it")
     topology = import_inventory(args.inventory, options)
     text = yaml.safe_dump(topology_to_data(topology), sort_keys=False, default_flow_style=False)
     header = f"# Imported from {args.inventory} by `fleetwave topology import`.\n"
     if args.out is None:
         sys.stdout.write(header + text)
         return 0
-    # Write a temp file and rename it, so a failed write never leaves half a topology.
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(header + text, encoding="utf-8")
-    tmp.replace(args.out)
+    # A temp file renamed over the target: a failed write never leaves half a topology.
+    atomic_write(args.out, header + text)
     hosts = len(topology.hosts())
     print(f"wrote {args.out}: {len(topology.regions)} region(s), {hosts} host(s)")
+    return 0
+
+
+def cmd_topology_export(args: argparse.Namespace) -> int:
+    """Write a topology's hosts as Prometheus file_sd targets."""
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: expected 1-65535")
+    topology = load_topology(args.file)
+    count = write_prometheus_sd(topology, args.prometheus_sd, args.port)
+    print(f"wrote {args.prometheus_sd}: {count} target(s) on port {args.port}")
     return 0

@@ -1,17 +1,30 @@
-"""Import an Ansible inventory (INI or YAML) as a fleetwave topology.
+"""Import an Ansible inventory (INI, YAML or ``ansible-inventory --list`` JSON) as a
+fleetwave topology.
 
 Ansible is not a dependency: the INI format is parsed here (``[group]`` host lines with
-``key=value`` vars, ``[group:vars]``, ``[group:children]``, numeric host ranges such as
-``web[01:03]``), the YAML format with the safe loader. Variables follow Ansible's order:
-``all`` first, then groups from parent to child, then the host's own vars. ``ansible_host``,
-``ansible_port`` and ``ansible_user`` become the address, SSH port and user; region, AZ,
-cell, balancer and labels come from the variables the caller names.
+``key=value`` vars, ``[group:vars]``, ``[group:children]``, host ranges such as
+``web[01:03]``, ``w[a:c]`` and ``db[0:10:5]``), the YAML format with the safe loader, and
+the JSON that ``ansible-inventory --list`` prints (``_meta.hostvars``, groups with
+``hosts``/``children``/``vars``). Next to an INI or YAML inventory, ``group_vars/`` and
+``host_vars/`` are read as Ansible reads them: ``NAME``, ``NAME.yml``, ``NAME.yaml``,
+``NAME.json`` or a directory ``NAME/`` of such files (merged in name order).
+``ansible-inventory --list`` already merged those directories into its hostvars, so they
+are not read again for JSON.
+
+Variables follow Ansible's order: ``all`` first, then groups from parent to child (the
+inventory's own group vars, then ``group_vars/``), then the host's own vars (inline, then
+``host_vars/``). ``ansible_host``, ``ansible_port`` and ``ansible_user`` become the
+address, SSH port and user; region, AZ, cell, balancer and labels come from the
+variables the caller names.
 """
 
 from __future__ import annotations
 
+import enum
+import json
 import re
 import shlex
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +45,9 @@ class Inventory:
     group_hosts: dict[str, list[str]] = field(default_factory=dict)
     children: dict[str, list[str]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # host -> file:line
+    #: from ``group_vars/`` and ``host_vars/`` next to the inventory
+    dir_group_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dir_host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def group(self, name: str) -> None:
         self.group_vars.setdefault(name, {})
@@ -46,7 +62,9 @@ class Inventory:
             self.group_hosts[group].append(host)
 
     def resolved_vars(self, host: str) -> dict[str, Any]:
-        """The host's variables after Ansible's precedence: all < parents < children < host."""
+        """The host's variables in Ansible's precedence, lowest first: the inventory's
+        group vars (all < parents < children), ``group_vars/all``, the other
+        ``group_vars/`` (parents < children), the inventory's host vars, ``host_vars/``."""
         depth = self._depths()
         groups = [g for g, members in self.group_hosts.items() if host in members]
         ancestors: set[str] = set()
@@ -58,10 +76,15 @@ class Inventory:
             ancestors.add(g)
             stack.extend(p for p, kids in self.children.items() if g in kids)
         ancestors.add("all")
+        ordered = sorted(ancestors, key=lambda name: (depth.get(name, 0), name))
         out: dict[str, Any] = {}
-        for g in sorted(ancestors, key=lambda name: (depth.get(name, 0), name)):
+        for g in ordered:
             out.update(self.group_vars.get(g, {}))
+        # group_vars/all outranks every group var written in the inventory itself.
+        for g in ordered:
+            out.update(self.dir_group_vars.get(g, {}))
         out.update(self.host_vars[host])
+        out.update(self.dir_host_vars.get(host, {}))
         return out
 
     def _depths(self) -> dict[str, int]:
@@ -86,24 +109,53 @@ class Inventory:
         return [p for p, kids in self.children.items() if group in kids]
 
 
-_RANGE = re.compile(r"\[(\d+):(\d+)\]")
+#: ``[01:03]``, ``[a:c]``, with an optional stride ``[0:10:5]`` (Ansible's host patterns).
+_RANGE = re.compile(r"\[([0-9]+|[A-Za-z]):([0-9]+|[A-Za-z])(?::([0-9]+))?\]")
+#: Ceiling on the names one pattern may expand to: a typo like ``web[1:9999999]`` must
+#: be an error, not a hang.
+MAX_RANGE_HOSTS = 100_000
+#: Ceiling on an inventory or vars file's size (a generated ``--list`` of 100k hosts is
+#: well under this).
+MAX_INVENTORY_BYTES = 64 * 1024 * 1024
+
+
+def _range_items(first: str, last: str, stride: int, pattern: str) -> list[str]:
+    if stride < 1:
+        raise ValueError(f"host range {pattern!r} has a zero stride")
+    if first.isdigit() != last.isdigit():
+        raise ValueError(f"host range {pattern!r} mixes digits and letters")
+    if first.isdigit():
+        lo, hi = int(first), int(last)
+        if hi < lo:
+            raise ValueError(f"host range {pattern!r} runs backwards")
+        if (hi - lo) // stride + 1 > MAX_RANGE_HOSTS:
+            raise ValueError(f"host range {pattern!r} expands to over {MAX_RANGE_HOSTS} hosts")
+        width = len(first) if first.startswith("0") else 0
+        return [str(i).zfill(width) for i in range(lo, hi + 1, stride)]
+    letters = string.ascii_lowercase if first.islower() else string.ascii_uppercase
+    if last not in letters:
+        raise ValueError(f"host range {pattern!r} mixes lower and upper case")
+    lo, hi = letters.index(first), letters.index(last)
+    if hi < lo:
+        raise ValueError(f"host range {pattern!r} runs backwards")
+    return list(letters[lo : hi + 1 : stride])
 
 
 def expand_hosts(pattern: str) -> list[str]:
-    """``web[01:03]`` -> ``web01 web02 web03`` (zero padding kept); other names as is."""
-    match = _RANGE.search(pattern)
-    if not match:
-        return [pattern]
-    first, last = match.group(1), match.group(2)
-    if int(last) < int(first):
-        raise ValueError(f"host range {pattern!r} runs backwards")
-    width = len(first) if first.startswith("0") else 0
-    head, tail = pattern[: match.start()], pattern[match.end() :]
-    return [
-        name
-        for i in range(int(first), int(last) + 1)
-        for name in expand_hosts(f"{head}{str(i).zfill(width)}{tail}")
-    ]
+    """``web[01:03]`` -> ``web01 web02 web03`` (zero padding kept), ``w[a:c]`` -> ``wa wb
+    wc``, ``db[0:10:5]`` -> ``db0 db5 db10``; several ranges multiply. Other names as is.
+    Raises ValueError for a backwards, mixed or oversized range."""
+    names = [""]
+    rest = pattern
+    # Left to right, without recursion; the product is capped as it grows.
+    while (match := _RANGE.search(rest)) is not None:
+        items = _range_items(match.group(1), match.group(2), int(match.group(3) or 1), pattern)
+        if len(names) * len(items) > MAX_RANGE_HOSTS:
+            raise ValueError(f"host range {pattern!r} expands to over {MAX_RANGE_HOSTS} hosts")
+        head = rest[: match.start()]
+        names = [f"{n}{head}{item}" for n in names for item in items]
+        rest = rest[match.end() :]
+    return [n + rest for n in names]
 
 
 def _ini_value(text: str) -> Any:
@@ -196,6 +248,150 @@ def parse_yaml_inventory(path: Path) -> Inventory:
     return inv
 
 
+def _json_error(path: Path, key_path: str, message: str) -> ConfigError:
+    return ConfigError(message, source=str(path), key_path=key_path or None)
+
+
+def _str_list(path: Path, value: Any, key_path: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _json_error(path, key_path, "expected a list of names")
+    return list(value)
+
+
+def parse_inventory_json(path: Path, text: str) -> Inventory:
+    """Parse the JSON of ``ansible-inventory --list`` (``--export`` too): groups with
+    ``hosts``/``children``/``vars`` lists and maps, hosts' vars under ``_meta.hostvars``."""
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise ConfigError("JSON nested too deeply", source=str(path)) from None
+    except ValueError as exc:
+        raise ConfigError(f"invalid JSON: {exc}", source=str(path)) from None
+    if not isinstance(doc, dict):
+        raise ConfigError("ansible-inventory JSON must be an object of groups", source=str(path))
+    meta = doc.get("_meta") or {}
+    hostvars = meta.get("hostvars") if isinstance(meta, dict) else None
+    if hostvars is None:
+        hostvars = {}
+    if not isinstance(hostvars, dict):
+        raise _json_error(path, "_meta.hostvars", "expected a mapping of host -> vars")
+    groups: dict[str, tuple[list[str], list[str], dict[str, Any]]] = {}
+    for group, body in doc.items():
+        if group == "_meta":
+            continue
+        if not isinstance(body, dict):
+            raise _json_error(path, group, "a group must be an object")
+        unknown = set(body) - {"hosts", "children", "vars"}
+        if unknown:
+            raise _json_error(path, f"{group}.{sorted(unknown)[0]}", "unknown group key")
+        group_vars = body.get("vars") or {}
+        if not isinstance(group_vars, dict):
+            raise _json_error(path, f"{group}.vars", "expected a mapping")
+        groups[group] = (
+            _str_list(path, body.get("hosts"), f"{group}.hosts"),
+            _str_list(path, body.get("children"), f"{group}.children"),
+            group_vars,
+        )
+    inv = Inventory()
+    inv.group("all")
+    # Hosts in the order Ansible lists them: depth first from `all` along `children`
+    # (hostvars are sorted by name, groups alphabetically), then any group not reached.
+    order: list[str] = []
+    seen: set[str] = set()
+    for root in ["all", *groups]:
+        stack = [root]
+        while stack:
+            group = stack.pop()
+            if group in seen or group not in groups:
+                continue
+            seen.add(group)
+            order.append(group)
+            stack.extend(reversed(groups[group][1]))
+    for group in order:
+        hosts, children, group_vars = groups[group]
+        inv.group(group)
+        inv.group_vars[group].update(group_vars)
+        for child in children:
+            inv.group(child)
+            if child not in inv.children[group]:
+                inv.children[group].append(child)
+        for host in hosts:
+            inv.add_host(group, host, {}, str(path))
+    for host, hvars in hostvars.items():
+        if not isinstance(hvars, dict):
+            raise _json_error(path, f"_meta.hostvars.{host}", "host vars must be a mapping")
+        if host not in inv.host_vars:  # in no group: Ansible calls it ungrouped
+            inv.add_host("ungrouped", host, {}, str(path))
+        inv.host_vars[host].update(hvars)
+    return inv
+
+
+#: What Ansible reads in group_vars/ and host_vars/: NAME, NAME.yml, NAME.yaml, NAME.json.
+_VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
+#: Ceiling on the files one vars directory tree may hold.
+MAX_VARS_FILES = 10_000
+
+
+def _read_vars_file(path: Path) -> dict[str, Any]:
+    if path.stat().st_size > MAX_INVENTORY_BYTES:
+        raise ConfigError(f"larger than {MAX_INVENTORY_BYTES} bytes", source=str(path))
+    data = load_yaml(path).data  # JSON is YAML, so one loader reads every form
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("a vars file must be a mapping of variables", source=str(path))
+    return {str(k): v for k, v in data.items()}
+
+
+def _vars_files(entry: Path) -> list[Path]:
+    """One vars file, or every file under a vars directory in name order (hidden and
+    other-suffix files skipped, as Ansible does); bounded, without recursion."""
+    if not entry.is_dir():
+        return [entry]
+    found: list[Path] = []
+    stack = [entry]
+    while stack:
+        directory = stack.pop()
+        for child in sorted(directory.iterdir(), reverse=True):
+            if child.name.startswith("."):
+                continue
+            if child.is_dir():
+                stack.append(child)
+            elif child.suffix in _VARS_SUFFIXES:
+                found.append(child)
+            if len(found) > MAX_VARS_FILES:
+                raise ConfigError(f"more than {MAX_VARS_FILES} vars files", source=str(entry))
+    return sorted(found)
+
+
+def _load_vars_dir(directory: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: merged vars}`` for the names that have a file or directory here."""
+    if not directory.is_dir():
+        return {}
+    entries = {e.name: e for e in directory.iterdir() if not e.name.startswith(".")}
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        merged: dict[str, Any] = {}
+        for suffix in _VARS_SUFFIXES:
+            entry = entries.get(name + suffix)
+            if entry is None or (suffix and entry.is_dir()):
+                continue
+            for file in _vars_files(entry):
+                merged.update(_read_vars_file(file))
+        if merged:
+            out[name] = merged
+    return out
+
+
+def read_vars_dirs(inv: Inventory, inventory_path: Path) -> None:
+    """Fill ``inv`` from ``group_vars/`` and ``host_vars/`` next to the inventory file."""
+    base = inventory_path.parent
+    inv.dir_group_vars = _load_vars_dir(base / "group_vars", list(inv.group_vars))
+    inv.dir_host_vars = _load_vars_dir(base / "host_vars", list(inv.host_vars))
+
+
 @dataclass(frozen=True)
 class ImportOptions:
     region_var: str = "region"
@@ -209,19 +405,43 @@ class ImportOptions:
     default_timezone: str = "UTC"
 
 
+class InventoryFormat(enum.Enum):
+    INI = "ini"
+    YAML = "yaml"
+    JSON = "json"  # ansible-inventory --list
+
+
+def detect_format(path: Path, text: str) -> InventoryFormat:
+    """JSON by ``.json`` or a leading ``{`` (not in a ``.yaml`` file, whose flow style
+    also starts so); YAML by extension or a ``name:`` line; INI otherwise."""
+    head = text.lstrip()[:1]
+    if path.suffix == ".json" or (head == "{" and path.suffix not in (".yaml", ".yml")):
+        return InventoryFormat.JSON
+    if path.suffix in (".yaml", ".yml") or (
+        path.suffix not in (".ini", ".cfg") and re.match(r"^\s*[\w.-]+:\s*$", text, re.M)
+    ):
+        return InventoryFormat.YAML
+    return InventoryFormat.INI
+
+
 def load_inventory(path: Path) -> Inventory:
-    """Read an inventory file, INI or YAML (chosen by extension, then by content)."""
+    """Read an inventory file (INI, YAML or ``ansible-inventory --list`` JSON) and, for
+    INI and YAML, the ``group_vars/`` and ``host_vars/`` next to it."""
     try:
+        if path.stat().st_size > MAX_INVENTORY_BYTES:
+            raise ConfigError(f"larger than {MAX_INVENTORY_BYTES} bytes", source=str(path))
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", source=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
-    is_yaml = path.suffix in (".yaml", ".yml") or (
-        path.suffix not in (".ini", ".cfg")
-        and re.match(r"^\s*[\w.-]+:\s*$", text, re.M) is not None
-    )
-    return parse_yaml_inventory(path) if is_yaml else parse_ini(path, text)
+    kind = detect_format(path, text)
+    if kind is InventoryFormat.JSON:
+        # ansible-inventory already merged group_vars/ and host_vars/ into hostvars.
+        return parse_inventory_json(path, text)
+    inv = parse_yaml_inventory(path) if kind is InventoryFormat.YAML else parse_ini(path, text)
+    read_vars_dirs(inv, path)
+    return inv
 
 
 def inventory_to_topology(inv: Inventory, options: ImportOptions, path: Path) -> Topology:
