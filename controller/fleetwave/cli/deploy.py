@@ -33,7 +33,7 @@ from fleetwave.rollout.gates import (
     AlarmBlockerGate,
     BakeGate,
     Gates,
-    TestsGate,
+    PreprodTestsGate,
     WindowGate,
     check_override,
 )
@@ -292,7 +292,7 @@ def build_gates(pipeline: Any, watcher: Watcher | None, release: str | None) -> 
         blockers.append(AlarmBlockerGate(watcher, pipeline.blockers, pipeline.rollback_alarm))
     poll = watcher.interval_s if watcher is not None else DEFAULT_GATE_POLL_S
     bake = BakeGate(watcher, release=release, poll_s=poll)
-    return Gates(blockers=tuple(blockers), bake=(bake, TestsGate()))
+    return Gates(blockers=tuple(blockers), bake=(bake, PreprodTestsGate()))
 
 
 def _override(ctx: _Context, args: argparse.Namespace) -> list[Event]:

@@ -9,7 +9,7 @@ never sees gates, only their combined verdict.
 * blockers: :class:`WindowGate` (a closed window holds), :class:`AlarmBlockerGate`
   (a blocker expression true or unknown, or the rollback alarm in ALARM, holds);
 * bakes: :class:`BakeGate` (its time AND its ``min_datapoints`` of data served by the
-  new release; ``on_insufficient`` past ``max_bake``) and :class:`TestsGate`
+  new release; ``on_insufficient`` past ``max_bake``) and :class:`PreprodTestsGate`
   (pre-production ``tests:`` commands; their exit status decides).
 
 An override (``OverrideGranted``) skips the gates of the kinds it names; a skipped
@@ -239,7 +239,7 @@ class BakeGate:
 
 
 @dataclass(frozen=True)
-class TestOutcome:
+class CommandOutcome:
     command: str
     exit_status: int | None  # None: killed at its timeout
     output: str
@@ -248,7 +248,7 @@ class TestOutcome:
 
 async def run_command(
     command: str, timeout_s: float, env: Mapping[str, str] | None = None
-) -> TestOutcome:
+) -> CommandOutcome:
     """Run ``command`` with ``sh -c``; kill it (and its group) at ``timeout_s``."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -270,11 +270,11 @@ async def run_command(
         out, _ = await proc.communicate()
         status = None
     text = (out or b"")[-_OUTPUT_TAIL:].decode("utf-8", "replace")
-    return TestOutcome(command, status, text, loop.time() - start)
+    return CommandOutcome(command, status, text, loop.time() - start)
 
 
 @dataclass
-class TestsGate:
+class PreprodTestsGate:
     """Pre-production ``tests:``: each command runs once per bake, in order, with a
     timeout; a non-zero exit (or the timeout) fails the stage, and the output goes to
     the journal with the verdict. The commands see ``FLEETWAVE_STAGE`` and
@@ -299,7 +299,7 @@ class TestsGate:
         records: list[Mapping[str, Any]] = []
         verdict = None
         for command in stage.tests:
-            res: TestOutcome = await self.runner(command, self.timeout_s, env)
+            res: CommandOutcome = await self.runner(command, self.timeout_s, env)
             records.append(
                 {
                     "gate": "test",
