@@ -38,6 +38,15 @@ RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         ),
         "configuration is the bottom layer",
     ),
+    *(
+        (
+            f"fleetwave.rollout.{m}",
+            ("fleetwave.watch", "fleetwave.rollout.watching"),
+            "the engine stays pure: alarms reach it as events",
+        )
+        for m in ("engine", "state", "transitions", "scheduler", "resume", "types", "_tx")
+    ),
+    ("fleetwave.watch", ("fleetwave.rollout",), "metric sources never drive the rollout"),
     ("fleetwave_agent", ("fleetwave",), "the agent never imports the controller"),
     ("fleetwave_core", ("fleetwave",), "the shared core never imports the controller"),
 )

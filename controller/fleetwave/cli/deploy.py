@@ -28,12 +28,21 @@ from typing import Any
 from fleetwave.errors import JournalError, LockedError, UsageError
 from fleetwave.observe.events import EventSink, FanOut, JsonLinesFile, JsonLinesStream, PlainLines
 from fleetwave.planning.codec import plan_from_dict, plan_to_dict
-from fleetwave.rollout.gates import Gates, WindowGate
+from fleetwave.rollout.gates import (
+    DEFAULT_GATE_POLL_S,
+    AlarmBlockerGate,
+    BakeGate,
+    Gates,
+    PreprodTestsGate,
+    WindowGate,
+    check_override,
+)
 from fleetwave.rollout.journal import KILL_ENV, DeploymentRow, Journal, KillPoint
 from fleetwave.rollout.lock import DeploymentLock
 from fleetwave.rollout.runner import DeploymentInfo, Runner, controller_id, replay
 from fleetwave.rollout.state import FAILED, Phase
-from fleetwave.rollout.types import Finish, Result
+from fleetwave.rollout.types import Event, Finish, OverrideGranted, Result
+from fleetwave.rollout.watching import Watcher
 from fleetwave_core.exitcodes import ExitCode
 
 EXIT_BY_RESULT: dict[Result, ExitCode] = {
@@ -57,6 +66,18 @@ def _run_options(parser: argparse.ArgumentParser, *, metrics: bool) -> None:
     parser.add_argument("--force-unlock", metavar="LOCK_ID", help="clear this stale lock first")
 
 
+def _override_options(parser: argparse.ArgumentParser) -> None:
+    """The audited emergency override of deploy and resume."""
+    parser.add_argument(
+        "--override",
+        metavar="GATES",
+        help="skip these gates (comma-separated: blockers, bake, window), as the "
+        "pipeline's override policy allows",
+    )
+    parser.add_argument("--reason", dest="override_reason", help="why (--override)")
+    parser.add_argument("--approver", help="who approved the override")
+
+
 def register(sub: Any) -> None:
     """Add the deployment commands to the ``fleetwave`` parser."""
     d = sub.add_parser("deploy", help="deploy a package through a pipeline")
@@ -64,6 +85,7 @@ def register(sub: Any) -> None:
     d.add_argument("package", type=Path, help="the .fwpkg package to deploy")
     d.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _run_options(d, metrics=True)
+    _override_options(d)
     d.set_defaults(func=cmd_deploy)
 
     r = sub.add_parser("resume", help="continue a deployment after a crash or an abort")
@@ -71,6 +93,7 @@ def register(sub: Any) -> None:
     r.add_argument("deployment", nargs="?", help="deployment id (default: the latest)")
     r.add_argument("--yes", action="store_true", help="Ctrl-C rolls back without asking")
     _run_options(r, metrics=True)
+    _override_options(r)
     r.set_defaults(func=cmd_resume)
 
     b = sub.add_parser("rollback", help="roll a deployment back")
@@ -91,7 +114,7 @@ def register(sub: Any) -> None:
     h.add_argument("--json", action="store_true", help="print JSON lines")
     h.set_defaults(func=cmd_history)
 
-    e = sub.add_parser("explain", help="timeline of every step of a deployment")
+    e = sub.add_parser("explain", help="the decision trail and every step of a deployment")
     e.add_argument("deployment", help="deployment id")
     _common(e)
     e.add_argument("--json", action="store_true", help="print JSON lines")
@@ -187,7 +210,13 @@ def _locked(
         lock.release()
 
 
-def _runner(ctx: _Context, row_or_info: DeploymentInfo, sink: EventSink, metrics: Any) -> Runner:
+def _runner(
+    ctx: _Context,
+    row_or_info: DeploymentInfo,
+    sink: EventSink,
+    metrics: Any,
+    release: str | None = None,
+) -> Runner:
     from fleetwave.lb.registry import create_load_balancer
     from fleetwave.transport.ssh import ErrorCounter, SshTransport
 
@@ -195,22 +224,97 @@ def _runner(ctx: _Context, row_or_info: DeploymentInfo, sink: EventSink, metrics
     transport = SshTransport(ctx.pipeline.deploy.ssh, errors=counter)
     balancers = {s.name: create_load_balancer(s) for s in ctx.pipeline.deploy.load_balancers}
     pipeline = ctx.pipeline
-    gates = Gates(
-        blockers=(
-            WindowGate(
-                lambda region, t: pipeline.windows_for(region).is_open(t),
-                lambda region, t: pipeline.windows_for(region).next_open(t),
-            ),
-        )
-    )
-    return Runner(
+    # Polls get a transport of their own: they never queue behind an install.
+    watch_transport = SshTransport(ctx.pipeline.deploy.ssh, errors=counter)
+    watcher = build_watcher(pipeline, row_or_info.plan, watch_transport)
+    gates = build_gates(pipeline, watcher, release)
+    runner = Runner(
         row_or_info,
         journal=ctx.journal,
         transport=transport,
         balancers=balancers,
         gates=gates,
         sink=sink,
+        watcher=watcher,
+        post_deploy_watch_s=pipeline.post_deploy_watch_s,
     )
+    runner.closers.append(watch_transport.close)
+    return runner
+
+
+def build_watcher(pipeline: Any, plan: Any, transport: Any) -> Watcher | None:
+    """The watcher of ``pipeline.watch`` (None when the pipeline defines no alarms)."""
+    from fleetwave.watch.agent_source import AgentSource
+    from fleetwave.watch.prometheus_source import PrometheusSource
+
+    if not pipeline.alarms and not _counts_data(plan):
+        return None
+    ws = pipeline.watch
+    prom = None
+    if ws.prometheus is not None:
+        p = ws.prometheus
+        prom = PrometheusSource(p.url, host_label=p.host_label, timeout_s=p.timeout_s)
+    poller = None
+    if ws.source == "prometheus":
+        assert prom is not None  # the loader requires the URL
+        source: Any = prom
+    else:
+        poller = AgentSource(transport, plan.hosts(), clock=time.time, timeout_s=ws.interval_s)
+        source = poller
+    return Watcher(
+        plan,
+        pipeline.alarms,
+        source=source,
+        interval_s=ws.interval_s,
+        clock=time.time,
+        rollback_alarm=pipeline.rollback_alarm,
+        onebox_alarm=pipeline.onebox_alarm,
+        promql=prom,
+        alerts=prom,
+        poller=poller,
+    )
+
+
+def _counts_data(plan: Any) -> bool:
+    bakes = [s.bake for s in plan.stages()] + [w.bake_after for w in plan.waves]
+    return any(b.metric and b.min_datapoints for b in bakes)
+
+
+def build_gates(pipeline: Any, watcher: Watcher | None, release: str | None) -> Gates:
+    """Blockers: the windows, then the alarms; bakes: time and data, then tests."""
+    blockers: list[Any] = [
+        WindowGate(
+            lambda region, t: pipeline.windows_for(region).is_open(t),
+            lambda region, t: pipeline.windows_for(region).next_open(t),
+        )
+    ]
+    if watcher is not None and (pipeline.blockers or pipeline.rollback_alarm):
+        blockers.append(AlarmBlockerGate(watcher, pipeline.blockers, pipeline.rollback_alarm))
+    poll = watcher.interval_s if watcher is not None else DEFAULT_GATE_POLL_S
+    bake = BakeGate(watcher, release=release, poll_s=poll)
+    return Gates(blockers=tuple(blockers), bake=(bake, PreprodTestsGate()))
+
+
+def _override(ctx: _Context, args: argparse.Namespace) -> list[Event]:
+    """The OverrideGranted event of ``--override`` (checked against the policy)."""
+    names = getattr(args, "override", None)
+    reason = getattr(args, "override_reason", None)
+    approver = getattr(args, "approver", None)
+    if names is None:
+        if reason or approver:
+            raise UsageError("--reason and --approver go with --override")
+        return []
+    skip = check_override(ctx.pipeline.override, names, reason, approver)
+    return [OverrideGranted(skip, reason or "", approver or "", _user())]
+
+
+def _release_of(package: Path) -> str | None:
+    from fleetwave_agent.package import read_manifest
+
+    try:
+        return str(read_manifest(package).version)
+    except Exception:  # resume without the package file: counts ignore the release
+        return None
 
 
 def _info(row: DeploymentRow, ctx: _Context) -> DeploymentInfo:
@@ -282,6 +386,8 @@ def _drive(runner: Runner, coro_factory: Any, *, ask: bool) -> Finish | None:
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             await runner.transport.close()
+            for close in runner.closers:
+                await close()
             for lb in runner.balancers.values():
                 await lb.close()
 
@@ -325,6 +431,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     ctx = _context(args.file)
     manifest = read_manifest(args.package)
     plan = plan_pipeline(ctx.pipeline)
+    extra = _override(ctx, args)
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(
@@ -357,8 +464,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             manifest.package_id,
             ctx.pipeline.deploy.drain_timeout_s,
         )
-        runner = _runner(ctx, info, sink, metrics)
-        finish = _drive(runner, runner.run, ask=sys.stdin.isatty() and not args.yes)
+        runner = _runner(ctx, info, sink, metrics, str(manifest.version))
+        finish = _drive(runner, lambda: runner.run(extra), ask=sys.stdin.isatty() and not args.yes)
         return _report(finish, runner, ctx)
 
 
@@ -366,6 +473,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """Reconcile a stopped deployment with the fleet and carry it on (or its rollback)."""
     ctx = _context(args.file)
     row = _pick(ctx, args.deployment)
+    extra = _override(ctx, args)
     with ExitStack() as stack:
         stack.enter_context(_locked(ctx, args, row.id))
         if row.state == "finished":
@@ -373,8 +481,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
             return _exit_for(row)
         ctx.journal.set_state(row.id, row.state, now=time.time(), controller=controller_id())
         sink, metrics = _sinks(args, ctx, stack)
-        runner = _runner(ctx, _info(row, ctx), sink, metrics)
-        finish = _drive(runner, runner.resume, ask=sys.stdin.isatty() and not args.yes)
+        runner = _runner(ctx, _info(row, ctx), sink, metrics, _release_of(Path(row.package_path)))
+        finish = _drive(
+            runner, lambda: runner.resume(extra or None), ask=sys.stdin.isatty() and not args.yes
+        )
         return _report(finish, runner, ctx)
 
 
@@ -435,6 +545,30 @@ def cmd_status(args: argparse.Namespace) -> int:
         out["hosts"] = counts
         out["failed"] = failed
         out["engine_phase"] = state.phase.value
+        out["waiting"] = {
+            sid: {"phase": st.phase.value, "verdict": st.verdict, "for": st.waiting}
+            for sid, st in state.stages.items()
+            if st.waiting
+        }
+        if state.wave_waiting:
+            out["waiting"][f"wave:{state.wave}"] = {"verdict": "wait", "for": state.wave_waiting}
+        out["alarms"] = {
+            f"{name} ({role})": {"state": s.value, "reason": why}
+            for (role, name), (s, why) in state.alarms.items()
+        }
+        ov = state.override
+        out["override"] = (
+            None
+            if ov is None
+            else {
+                "skip": sorted(t.value for t in ov.skip),
+                "reason": ov.reason,
+                "approver": ov.approver,
+                "by": ov.by,
+            }
+        )
+        if state.watch_until is not None and state.phase is Phase.RUNNING:
+            out["post_deploy_watch_until"] = _iso(state.watch_until)
         out["resumable"] = row.state != "finished" and state.phase is not Phase.FINISHED
     if args.json:
         print(json.dumps(out, sort_keys=True))
@@ -447,6 +581,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("hosts: " + " ".join(f"{k}={v}" for k, v in sorted(out["hosts"].items())))
         for h, why in sorted(out["failed"].items()):
             print(f"failed: {h}: {why}")
+        for target, w in sorted(out["waiting"].items()):
+            print(f"waiting: {target}: {w['verdict']}: {w['for']}")
+        for name, a in sorted(out["alarms"].items()):
+            print(f"alarm: {name}: {a['state']}: {a['reason']}")
+        if out["override"]:
+            o = out["override"]
+            print(
+                f"override: skip {', '.join(o['skip'])}: {o['reason']!r} "
+                f"approved by {o['approver']} (by {o['by']})"
+            )
+        if "post_deploy_watch_until" in out:
+            print(f"post-deploy watch until {out['post_deploy_watch_until']}")
     if holder:
         print(f"lock: {holder.describe()}")
     return 0
@@ -456,37 +602,57 @@ def cmd_history(args: argparse.Namespace) -> int:
     """Past deployments, newest first."""
     ctx = _context(args.file)
     for row in ctx.journal.history(ctx.pipeline.name, ctx.pipeline.environment):
+        overrides = [
+            s.payload
+            for s in ctx.journal.steps(row.id)
+            if s.kind == "event" and s.name == "OverrideGranted"
+        ]
         if args.json:
-            print(json.dumps(_row_dict(row), sort_keys=True))
+            print(json.dumps({**_row_dict(row), "overrides": overrides}, sort_keys=True))
         else:
+            extra = "".join(
+                f"  [override {','.join(o['skip'])} by {o['approver']}: {o['reason']}]"
+                for o in overrides
+            )
             print(
                 f"{row.id}  {_iso(row.started_at)}  {row.state:<12} {row.result or '-':<24}"
-                f" {row.package_id[:12]}" + (f"  ({row.reason})" if row.reason else "")
+                f" {row.package_id[:12]}" + (f"  ({row.reason})" if row.reason else "") + extra
             )
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Every journalled step of one deployment and its outcome, in order."""
+    """The decision trail (every verdict with its inputs, alarm changes, overrides),
+    then every journalled step of one deployment, in order."""
+    from fleetwave.observe import trail
+
     ctx = _context(args.file)
     row = ctx.journal.deployment(args.deployment)
+    steps = ctx.journal.steps(row.id)
+    entries = trail.trail(steps)
     if args.json:
-        print(json.dumps({"deployment": _row_dict(row)}, sort_keys=True))
-    else:
-        started = _iso(row.started_at)
-        print(f"deployment {row.id} of {row.pipeline} ({row.environment}) started {started}")
-    for step in ctx.journal.steps(row.id):
-        if args.json:
+        print(json.dumps({"deployment": _row_dict(row), "trail": entries}, sort_keys=True))
+        for step in steps:
             print(json.dumps(step.__dict__, sort_keys=True))
-            continue
+        return 0
+    started = _iso(row.started_at)
+    print(f"deployment {row.id} of {row.pipeline} ({row.environment}) started {started}")
+    print("decision trail:")
+    for line in trail.render(entries) or ["(no verdicts yet)"]:
+        print(f"  {line}")
+    print("steps:")
+    for step in steps:
         who = " ".join(x for x in (step.host, step.stage) if x)
-        detail = {k: v for k, v in step.payload.items() if k not in ("type", "host", "stage_id")}
+        detail = {
+            k: v
+            for k, v in step.payload.items()
+            if k not in ("type", "host", "stage_id", "evidence", "verdict")
+        }
         text = ", ".join(f"{k}={v}" for k, v in detail.items())
         print(
             f"{_iso(step.at)}  #{step.seq:<5} {step.kind:<7} {step.name:<18} {who}  {text}".rstrip()
         )
-    if not args.json:
-        print(f"=> {row.state} {row.result or ''}".rstrip())
+    print(f"=> {row.state} {row.result or ''}".rstrip())
     return 0
 
 

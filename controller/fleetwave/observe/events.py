@@ -10,12 +10,15 @@ import dataclasses
 import enum
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from fleetwave.rollout.types import FailureKind, HostOp, Result
+
+if TYPE_CHECKING:
+    from fleetwave.rollout.watching import AlarmReading
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,62 @@ class Note:
     message: str
 
 
-ObservedEvent = DeploymentChanged | StageChanged | HostStep | HostsSummary | Note
+@dataclass(frozen=True)
+class GateVerdict:
+    """A gate's verdict with its inputs (the decision trail)."""
+
+    deployment_id: str
+    at: float
+    target: str
+    purpose: str  # blockers | bake
+    verdict: str  # ok | wait | hold | fail
+    reason: str
+    inputs: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class AlarmStateChanged:
+    """A watched alarm (rollback or one-box) changed state; evidence is its record."""
+
+    deployment_id: str
+    at: float
+    alarm: str
+    role: str
+    state: str
+    reason: str
+    evidence: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class OverrideRecorded:
+    deployment_id: str
+    at: float
+    skip: tuple[str, ...]
+    reason: str
+    approver: str
+    by: str
+
+
+@dataclass(frozen=True)
+class AlarmsEvaluated:
+    """One watch round: every alarm's state and newest value, by scope (metrics)."""
+
+    deployment_id: str
+    at: float
+    readings: tuple[AlarmReading, ...]
+
+
+ObservedEvent = (
+    DeploymentChanged
+    | StageChanged
+    | HostStep
+    | HostsSummary
+    | Note
+    | GateVerdict
+    | AlarmStateChanged
+    | OverrideRecorded
+    | AlarmsEvaluated
+)
 
 
 class EventSink(Protocol):
@@ -83,6 +141,11 @@ def event_dict(event: ObservedEvent) -> dict[str, Any]:
             out[k] = v.value
     if isinstance(event, HostsSummary):
         out["by_phase"] = dict(event.by_phase)
+    if isinstance(event, AlarmsEvaluated):
+        out["readings"] = [
+            {"alarm": r.alarm, "scope": r.scope, "state": r.state.value, "value": r.value}
+            for r in event.readings
+        ]
     return out
 
 
@@ -142,6 +205,17 @@ def describe(event: ObservedEvent) -> str | None:
         return f"host {event.host} [{event.stage}] {event.step} {event.outcome}{tail}"
     if isinstance(event, Note):
         return event.message
+    if isinstance(event, GateVerdict) and event.verdict != "ok":
+        return f"{event.purpose} {event.target}: {event.verdict}: {event.reason}"
+    if isinstance(event, GateVerdict):
+        return f"{event.purpose} {event.target}: ok"
+    if isinstance(event, AlarmStateChanged):
+        return f"alarm {event.alarm} ({event.role}): {event.state}: {event.reason}"
+    if isinstance(event, OverrideRecorded):
+        return (
+            f"override: skipping {', '.join(event.skip)}: {event.reason} "
+            f"(approved by {event.approver}, by {event.by})"
+        )
     return None
 
 

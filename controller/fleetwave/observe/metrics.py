@@ -6,17 +6,25 @@ Everything lives in the sink's own ``CollectorRegistry`` (never the global one);
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from fleetwave.observe.events import (
+    AlarmsEvaluated,
     DeploymentChanged,
+    GateVerdict,
     HostsSummary,
     HostStep,
     ObservedEvent,
+    OverrideRecorded,
     StageChanged,
 )
+
+#: ``fleetwave_alarm_state``'s values.
+ALARM_STATE_VALUE = {"OK": 0.0, "ALARM": 1.0, "INSUFFICIENT_DATA": -1.0}
+VERDICTS = ("ok", "wait", "hold", "fail")
 
 _STEP_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 _STAGE_BUCKETS = (10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -54,6 +62,42 @@ class MetricsSink:
         self.ssh_errors = Counter(
             "fleetwave_ssh_errors", "SSH transport errors by kind", ["kind"], registry=r
         )
+        self.alarm_state = Gauge(
+            "fleetwave_alarm_state",
+            "Alarm state by scope: 1 ALARM, 0 OK, -1 INSUFFICIENT_DATA",
+            ["alarm", "scope"],
+            registry=r,
+        )
+        self.alarm_value = Gauge(
+            "fleetwave_alarm_value",
+            "The newest datapoint behind an alarm (absent while missing)",
+            ["alarm", "scope"],
+            registry=r,
+        )
+        self.verdict = Gauge(
+            "fleetwave_gate_verdict",
+            "The last verdict per target and gate: 1 on the verdict given, 0 on the others",
+            ["target", "gate", "verdict"],
+            registry=r,
+        )
+        self.bake_datapoints = Gauge(
+            "fleetwave_bake_datapoints",
+            "Datapoints a bake has counted so far (served by the new release)",
+            ["target", "metric"],
+            registry=r,
+        )
+        self.bake_required = Gauge(
+            "fleetwave_bake_datapoints_required",
+            "Datapoints a bake needs (min_datapoints)",
+            ["target", "metric"],
+            registry=r,
+        )
+        self.overrides = Counter(
+            "fleetwave_overrides",
+            "Emergency overrides recorded, by gate skipped",
+            ["skip"],
+            registry=r,
+        )
         self._stage_start: dict[str, float] = {}
 
     def emit(self, event: ObservedEvent) -> None:
@@ -73,6 +117,30 @@ class MetricsSink:
                 self._stage_start.setdefault(event.stage, event.at)
             elif event.phase == "done" and event.stage in self._stage_start:
                 self.stage_duration.observe(event.at - self._stage_start.pop(event.stage))
+
+        elif isinstance(event, AlarmsEvaluated):
+            for row in event.readings:
+                self.alarm_state.labels(row.alarm, row.scope).set(
+                    ALARM_STATE_VALUE[row.state.value]
+                )
+                if row.value is None:
+                    with contextlib.suppress(KeyError):
+                        self.alarm_value.remove(row.alarm, row.scope)
+                else:
+                    self.alarm_value.labels(row.alarm, row.scope).set(row.value)
+        elif isinstance(event, GateVerdict):
+            for v in VERDICTS:
+                self.verdict.labels(event.target, event.purpose, v).set(
+                    1.0 if v == event.verdict else 0.0
+                )
+            for rec in event.inputs:
+                if rec.get("gate") == "bake" and "datapoints" in rec:
+                    labels = (event.target, str(rec.get("metric")))
+                    self.bake_datapoints.labels(*labels).set(rec["datapoints"])
+                    self.bake_required.labels(*labels).set(rec["min_datapoints"])
+        elif isinstance(event, OverrideRecorded):
+            for skip in event.skip:
+                self.overrides.labels(skip).inc()
 
     def ssh_error(self, kind: Any, host: str) -> None:
         """``ErrorCounter`` listener of the SSH transport."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import IO
 
 from fleetwave.observe.events import (
+    AlarmStateChanged,
     DeploymentChanged,
+    GateVerdict,
     HostsSummary,
     HostStep,
     ObservedEvent,
@@ -26,6 +28,8 @@ class ProgressView:
         self.hosts: dict[str, int] = {}
         self.last = ""
         self.failures: list[str] = []
+        self.waiting: dict[str, str] = {}  # target -> what it waits for
+        self.alarms: dict[str, str] = {}
         self._drawn = 0
 
     def emit(self, event: ObservedEvent) -> None:
@@ -40,6 +44,13 @@ class ProgressView:
                 self.stages[event.stage] = event.phase
         elif isinstance(event, HostsSummary):
             self.hosts = dict(event.by_phase)
+        elif isinstance(event, GateVerdict):
+            if event.verdict in ("wait", "hold"):
+                self.waiting[event.target] = f"{event.verdict}: {event.reason}"
+            else:
+                self.waiting.pop(event.target, None)
+        elif isinstance(event, AlarmStateChanged):
+            self.alarms[event.alarm] = event.state
         elif isinstance(event, HostStep) and event.outcome == "failed":
             self.failures.append(f"{event.host}: {event.step}: {event.error_kind}")
         line = describe(event)
@@ -54,6 +65,10 @@ class ProgressView:
         lines.append(
             "hosts: " + (" ".join(f"{k}={v}" for k, v in sorted(self.hosts.items())) or "-")
         )
+        for target, why in sorted(self.waiting.items()):
+            lines.append(f"waiting: {target}: {why}"[:200])
+        if self.alarms:
+            lines.append("alarms: " + " ".join(f"{a}={s}" for a, s in sorted(self.alarms.items())))
         if self.failures:
             lines.append(f"failed: {len(self.failures)} (last: {self.failures[-1]})")
         lines.append(f"last: {self.last}"[:200])

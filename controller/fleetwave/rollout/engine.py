@@ -27,6 +27,7 @@ from fleetwave.rollout.transitions import (
     StageStep,
     Step,
     begin_rollback,
+    check_alarms,
     current_wave_target,
     host_failed,
     host_step,
@@ -37,6 +38,7 @@ from fleetwave.rollout.transitions import (
 )
 from fleetwave.rollout.types import (
     Action,
+    AlarmChanged,
     BeforeRelease,
     CheckBlockers,
     CheckGate,
@@ -50,6 +52,7 @@ from fleetwave.rollout.types import (
     HostReturned,
     HostRolledBack,
     InstallOnHost,
+    OverrideGranted,
     ProbeStage,
     Resumed,
     ReturnHost,
@@ -63,11 +66,12 @@ from fleetwave.rollout.types import (
 
 #: The stage phase a gate's answer (by purpose) or a timer (by kind) is meant for; an
 #: answer that finds its stage in another phase is late, and ignored.
-_GATE_PHASE = {"blockers": StagePhase.CHECKING_BLOCKERS, "bake": StagePhase.BAKING}
+_BLOCKED = frozenset((StagePhase.CHECKING_BLOCKERS, StagePhase.HELD))
+_GATE_PHASE = {"blockers": _BLOCKED, "bake": frozenset((StagePhase.BAKING,))}
 _TIMER_PHASE = {
-    TimerKind.START: StagePhase.WAITING_START,
-    TimerKind.BLOCKERS: StagePhase.CHECKING_BLOCKERS,
-    TimerKind.BAKE: StagePhase.BAKING,
+    TimerKind.START: frozenset((StagePhase.WAITING_START,)),
+    TimerKind.BLOCKERS: _BLOCKED,
+    TimerKind.BAKE: frozenset((StagePhase.BAKING,)),
 }
 
 
@@ -75,6 +79,7 @@ def decide(state: State, event: Event, now: float) -> tuple[State, list[Action]]
     """Apply ``event`` at time ``now``; return the new state and the actions to run."""
     tx = Tx(state, now)
     _dispatch(tx, event)
+    check_alarms(tx)
     return settle(tx.commit(), tx.actions, now)
 
 
@@ -82,8 +87,15 @@ def _dispatch(tx: Tx, event: Event) -> None:
     st = tx.state
     if isinstance(event, DeploymentStarted):
         if st.phase is Phase.PENDING:
-            tx.state = replace(st, phase=Phase.RUNNING, wave=0)
+            tx.state = replace(
+                st, phase=Phase.RUNNING, wave=0, post_deploy_watch_s=event.post_deploy_watch_s
+            )
             start_wave(tx)
+    elif isinstance(event, AlarmChanged):
+        alarms = {**st.alarms, (event.role, event.alarm): (event.state, event.reason)}
+        tx.state = replace(st, alarms=alarms)
+    elif isinstance(event, OverrideGranted):
+        tx.state = replace(st, override=event)
     elif isinstance(event, RollbackRequested):
         begin_rollback(tx, f"{event.reason} (by {event.by})")
     elif isinstance(event, HostDrained):
@@ -131,11 +143,17 @@ def _gate_result(tx: Tx, event: GateResult) -> None:
             return
         if target != current_wave_target(tx):
             return
-    elif tx.stage(target.stage_id).phase is not _GATE_PHASE[event.purpose]:
+        tx.state = replace(tx.state, wave_waiting=v.reason if v.waits else None)
+    elif tx.stage(target.stage_id).phase not in _GATE_PHASE[event.purpose]:
         return
-    if v.kind == "wait":
+    else:
+        tx.set_stage(target.stage_id, verdict=v.kind, waiting=v.reason if v.waits else None)
+    if v.waits:
+        # hold and wait differ in what they say, not in what they do: ask again later.
         at = v.retry_at if v.retry_at is not None else tx.now + tx.state.poll_s
         key = TimerKey(TimerKind(event.purpose), target)
+        if v.kind == "hold" and event.purpose == "blockers":
+            stage_step(tx, target.stage_id, StageStep.HOLD)
         tx.actions.append(WaitUntil(max(at, tx.now), key))
     elif target.is_wave:
         next_wave(tx)
@@ -149,11 +167,13 @@ def _timer(tx: Tx, key: TimerKey) -> None:
     if tx.state.phase is not Phase.RUNNING:
         return
     target = key.target
+    if key.kind is TimerKind.WATCH:
+        return  # the scheduler finishes the deployment once the watch is over
     if target.is_wave:
         if key.kind is TimerKind.BAKE and tx.state.wave_bake_start is not None:
             tx.actions.append(CheckGate(target, tx.state.wave_bake_start))
         return
-    if tx.stage(target.stage_id).phase is _TIMER_PHASE[key.kind]:
+    if tx.stage(target.stage_id).phase in _TIMER_PHASE[key.kind]:
         recheck_stage(tx, tx.state.stage(target.stage_id))
 
 

@@ -18,6 +18,7 @@ from fleetwave.rollout.transitions import (
     enter_host,
     host_step,
     recheck_stage,
+    watch_timer,
 )
 from fleetwave.rollout.types import BeforeRelease, CheckGate, HostFacts, Resumed
 
@@ -40,6 +41,7 @@ def resumed(tx: Tx, event: Resumed) -> None:
         recheck_stage(tx, s)
     if tx.state.wave_bake_start is not None:
         tx.actions.append(CheckGate(current_wave_target(tx), tx.state.wave_bake_start))
+    watch_timer(tx)
 
 
 def _settle_from_facts(tx: Tx, facts: Mapping[str, HostFacts]) -> set[str]:

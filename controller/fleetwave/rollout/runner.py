@@ -15,11 +15,12 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from fleetwave.config.spec import OverrideTarget
 from fleetwave.errors import (
     EngineStalledError,
     FleetwaveError,
@@ -29,11 +30,15 @@ from fleetwave.errors import (
 )
 from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState
 from fleetwave.observe.events import (
+    AlarmsEvaluated,
+    AlarmStateChanged,
     DeploymentChanged,
     EventSink,
+    GateVerdict,
     HostsSummary,
     HostStep,
     Note,
+    OverrideRecorded,
     StageChanged,
 )
 from fleetwave.planning.model import HostRef, Plan
@@ -43,6 +48,7 @@ from fleetwave.rollout.journal import Journal
 from fleetwave.rollout.state import FAILED, INFLIGHT, HostPhase, Phase, State, initial_state
 from fleetwave.rollout.types import (
     Action,
+    AlarmChanged,
     BeforeRelease,
     CheckBlockers,
     CheckGate,
@@ -60,6 +66,7 @@ from fleetwave.rollout.types import (
     HostReturned,
     HostRolledBack,
     InstallOnHost,
+    OverrideGranted,
     ProbeStage,
     Resumed,
     ReturnHost,
@@ -71,6 +78,7 @@ from fleetwave.rollout.types import (
     Verdict,
     WaitUntil,
 )
+from fleetwave.rollout.watching import AlarmReading, Watcher
 from fleetwave.transport.base import AgentSession, Transport
 
 
@@ -133,6 +141,8 @@ class Runner:
         clock: Clock | None = None,
         sink: EventSink | None = None,
         request_poll_s: float | None = 1.0,
+        watcher: Watcher | None = None,
+        post_deploy_watch_s: float = 0.0,
     ) -> None:
         self.info = info
         self.journal = journal
@@ -142,6 +152,10 @@ class Runner:
         self.clock = clock or SystemClock()
         self.sink = sink
         self.request_poll_s = request_poll_s
+        self.watcher = watcher
+        #: Closed by the caller with the transport (the watcher's own transport).
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+        self.post_deploy_watch_s = post_deploy_watch_s
         self.state: State = initial_state(info.plan)
         self._hosts = {h.name: h for h in info.plan.hosts()}
         self._sessions: dict[str, AgentSession] = {}
@@ -151,9 +165,10 @@ class Runner:
 
     # -- entry points ---------------------------------------------------------------------
 
-    async def run(self) -> Finish:
-        """Start a new deployment (already created in the journal)."""
-        return await self._loop([DeploymentStarted()])
+    async def run(self, extra: list[Event] | None = None) -> Finish:
+        """Start a new deployment (already created in the journal); ``extra`` events
+        (an override) are decided right after the start."""
+        return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
 
     async def resume(self, extra: list[Event] | None = None) -> Finish:
         """Continue from the journal: replay, reconcile with balancers and agents, go on."""
@@ -162,7 +177,7 @@ class Runner:
             return self._finished_action()
         if self.state.phase is Phase.PENDING:
             # The crash came before the first decision: nothing was done yet.
-            return await self._loop([DeploymentStarted(), *(extra or [])])
+            return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
         facts = await self.reconcile()
         return await self._loop([Resumed(facts), *(extra or [])])
 
@@ -266,6 +281,9 @@ class Runner:
         poller = None
         if self.request_poll_s is not None:
             poller = asyncio.create_task(self._poll_requests(self.request_poll_s))
+        watch = None
+        if self.watcher is not None:
+            watch = asyncio.create_task(self._watch(self.watcher))
         try:
             while True:
                 item = await self._queue.get()
@@ -273,6 +291,7 @@ class Runner:
                     raise item
                 now = self.clock.now()
                 self.journal.record_event(dep, item, now)
+                self._observe_input(item, now)
                 before = self.state
                 self.state, actions = decide(self.state, item, now)
                 self._observe(before, self.state, now)
@@ -299,13 +318,10 @@ class Runner:
                         f"after {type(item).__name__}; the journal is intact, try resume"
                     )
         finally:
-            if poller is not None:
-                poller.cancel()
-            for task in list(self._tasks):
+            extras = [t for t in (poller, watch) if t is not None]
+            for task in [*self._tasks, *extras]:
                 task.cancel()
-            await asyncio.gather(
-                *self._tasks, *([poller] if poller else []), return_exceptions=True
-            )
+            await asyncio.gather(*self._tasks, *extras, return_exceptions=True)
             await self._close_sessions()
 
     def _spawn(self, action: Action) -> None:
@@ -330,6 +346,25 @@ class Runner:
                 if req.kind == "rollback":
                     self._queue.put_nowait(RollbackRequested(req.reason, req.by))
 
+    async def _watch(self, watcher: Watcher) -> None:
+        """The watcher task: its alarm changes are engine events like any other."""
+
+        def readings(at: float, rows: tuple[AlarmReading, ...]) -> None:
+            self._emit(AlarmsEvaluated(self.info.deployment_id, at, rows))
+
+        async def sleep(seconds: float) -> None:
+            await self.clock.sleep_until(self.clock.now() + seconds)
+
+        try:
+            await watcher.run(lambda: self.state, self._queue.put_nowait, readings, sleep)
+        except FleetwaveError as exc:
+            # Watching must not die silently: without it no alarm can roll back.
+            self._queue.put_nowait(exc)
+
+    def _skips(self) -> frozenset[OverrideTarget]:
+        override = self.state.override
+        return override.skip if override is not None else frozenset()
+
     # -- actions --------------------------------------------------------------------------
 
     async def _execute(self, action: Action) -> Event | None:
@@ -339,13 +374,17 @@ class Runner:
         if isinstance(action, CheckBlockers):
             target = Target.stage(action.stage_id)
             v = await self._gate(
-                self.gates.check_blockers(self._bake_target(target), self.clock.now())
+                self.gates.check_blockers(
+                    self._bake_target(target), self.clock.now(), self._skips()
+                )
             )
             return GateResult(target, "blockers", v)
         if isinstance(action, CheckGate):
             bake_target = self._bake_target(action.target)
             v = await self._gate(
-                self.gates.check_bake(bake_target, action.window_start, self.clock.now())
+                self.gates.check_bake(
+                    bake_target, action.window_start, self.clock.now(), self._skips()
+                )
             )
             return GateResult(action.target, "bake", v)
         if isinstance(action, ProbeStage):
@@ -520,6 +559,30 @@ class Runner:
     def _emit(self, event: Any) -> None:
         if self.sink is not None:
             self.sink.emit(event)
+
+    def _observe_input(self, event: Event, now: float) -> None:
+        """The decision trail in the event log: verdicts, alarm changes, overrides."""
+        dep = self.info.deployment_id
+        if isinstance(event, GateResult):
+            v = event.verdict
+            self._emit(
+                GateVerdict(dep, now, str(event.target), event.purpose, v.kind, v.reason, v.inputs)
+            )
+        elif isinstance(event, AlarmChanged):
+            self._emit(
+                AlarmStateChanged(
+                    dep,
+                    now,
+                    event.alarm,
+                    event.role.value,
+                    event.state.value,
+                    event.reason,
+                    event.evidence,
+                )
+            )
+        elif isinstance(event, OverrideGranted):
+            skip = tuple(sorted(t.value for t in event.skip))
+            self._emit(OverrideRecorded(dep, now, skip, event.reason, event.approver, event.by))
 
     def _note(self, message: str) -> None:
         self._emit(Note(self.info.deployment_id, self.clock.now(), message))

@@ -101,7 +101,10 @@ def _schedule_forward(tx: Tx) -> None:
             )
             return
         stage_step(tx, stage.id, StageStep.SETTLED)
-    if tx.state.phase is Phase.RUNNING and tx.state.wave >= len(tx.state.plan.waves):
+    st = tx.state
+    if st.phase is Phase.RUNNING and st.wave >= len(st.plan.waves):
+        if st.watch_until is not None and tx.now < st.watch_until:
+            return  # the post-deploy watch: the rollback alarm is still judged
         failed = tx.hosts_in({H.FAILED})
         _finish(tx, Result.SUCCEEDED_WITH_FAILURES if failed else Result.SUCCEEDED, failed)
 

@@ -7,8 +7,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from fleetwave.config.alarm_expr import AlarmState
 from fleetwave.planning.model import Plan, Stage
-from fleetwave.rollout.types import BeforeRelease, Result
+from fleetwave.rollout.types import AlarmRole, BeforeRelease, OverrideGranted, Result
 
 DEFAULT_POLL_S = 5.0
 
@@ -28,6 +29,7 @@ class StagePhase(enum.Enum):
     PENDING = "pending"
     WAITING_START = "waiting_start"  # before Stage.earliest_start
     CHECKING_BLOCKERS = "checking_blockers"
+    HELD = "held"  # a blocker, the rollback alarm or a closed window holds its start
     PROBING = "probing"  # reading LB + agent health of every host
     ROLLING = "rolling"
     BAKING = "baking"
@@ -80,6 +82,8 @@ class StageState:
     phase: StagePhase = StagePhase.PENDING
     bake_start: float | None = None
     failures: int = 0
+    verdict: str | None = None  # the kind of the last gate verdict (ok/wait/hold/fail)
+    waiting: str | None = None  # what it waits for, while it waits or holds
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,12 @@ class State:
     result: Result | None = None
     rollback_reason: str | None = None
     poll_s: float = DEFAULT_POLL_S
+    #: Latest state of each watched alarm, by (role, alarm name), with its reason.
+    alarms: Mapping[tuple[AlarmRole, str], tuple[AlarmState, str]] = field(default_factory=dict)
+    override: OverrideGranted | None = None
+    post_deploy_watch_s: float = 0.0
+    watch_until: float | None = None  # the end of the post-deploy watch, once it began
+    wave_waiting: str | None = None  # what the current wave's bake waits for
     index: Mapping[str, Stage] = field(default_factory=dict, compare=False, repr=False)
 
     def stage_hosts(self, stage_id: str) -> list[HostState]:

@@ -16,7 +16,8 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from fleetwave.planning.model import Stage
+from fleetwave.config.alarm_expr import AlarmState
+from fleetwave.planning.model import Stage, StageKind
 from fleetwave.rollout._tx import Tx
 from fleetwave.rollout.state import (
     FORWARD_INFLIGHT,
@@ -26,8 +27,10 @@ from fleetwave.rollout.state import (
     HostState,
     Phase,
     StagePhase,
+    State,
 )
 from fleetwave.rollout.types import (
+    AlarmRole,
     CheckBlockers,
     CheckGate,
     DrainHost,
@@ -202,6 +205,7 @@ class StageStep(enum.Enum):
     DEFER = "defer"  # asked to start before its earliest start time
     START = "start"
     CLEARED = "cleared"  # every blocker gate passed
+    HOLD = "hold"  # a blocker gate holds the start (not a failure)
     PROBED = "probed"  # the probe answered which hosts serve
     SETTLED = "settled"  # every host finished its steps
     BAKED = "baked"  # every bake gate passed
@@ -219,6 +223,10 @@ STAGE_TRANSITIONS: Mapping[tuple[StagePhase, StageStep], StagePhase] = {
     (S.WAITING_START, StageStep.START): S.CHECKING_BLOCKERS,
     (S.CHECKING_BLOCKERS, StageStep.CLEARED): S.PROBING,
     (S.CHECKING_BLOCKERS, StageStep.RECHECK): S.CHECKING_BLOCKERS,
+    (S.CHECKING_BLOCKERS, StageStep.HOLD): S.HELD,
+    (S.HELD, StageStep.HOLD): S.HELD,
+    (S.HELD, StageStep.RECHECK): S.HELD,  # asks the blocker gates again
+    (S.HELD, StageStep.CLEARED): S.PROBING,
     (S.PROBING, StageStep.PROBED): S.ROLLING,
     (S.PROBING, StageStep.RECHECK): S.PROBING,
     (S.ROLLING, StageStep.SETTLED): S.BAKING,
@@ -236,14 +244,20 @@ def stage_step(tx: Tx, stage_id: str, step: StageStep) -> None:
     changes: dict[str, object] = {"phase": nxt}
     if nxt is S.BAKING and stage.phase is not S.BAKING:
         changes["bake_start"] = tx.now
+    if nxt is S.PROBING:
+        changes["waiting"] = None
     tx.set_stage(stage_id, **changes)
-    _enter_stage(tx, tx.state.stage(stage_id))
+    _enter_stage(tx, tx.state.stage(stage_id), step)
 
 
-def _enter_stage(tx: Tx, stage: Stage) -> None:
+def _enter_stage(tx: Tx, stage: Stage, step: StageStep) -> None:
     ss = tx.stage(stage.id)
     p = ss.phase
-    if p is S.WAITING_START:
+    if p is S.HELD:
+        # Held: the gate's answer already set the retry timer; its recheck asks again.
+        if step is StageStep.RECHECK:
+            tx.actions.append(CheckBlockers(stage.id))
+    elif p is S.WAITING_START:
         assert stage.earliest_start is not None  # only DEFER leads here
         key = TimerKey(TimerKind.START, Target.stage(stage.id))
         tx.actions.append(WaitUntil(stage.earliest_start.timestamp(), key))
@@ -298,10 +312,60 @@ def start_wave(tx: Tx) -> None:
 
 
 def next_wave(tx: Tx) -> None:
-    """The current wave baked: start the next one (the scheduler finishes after the last)."""
-    tx.state = replace(tx.state, wave=tx.state.wave + 1, wave_bake_start=None)
+    """The current wave baked: start the next one. After the last, the post-deploy
+    watch begins (if any); the scheduler finishes once it is over."""
+    tx.state = replace(tx.state, wave=tx.state.wave + 1, wave_bake_start=None, wave_waiting=None)
     if tx.state.wave < len(tx.state.plan.waves):
         start_wave(tx)
+    elif tx.state.post_deploy_watch_s > 0 and tx.state.watch_until is None:
+        tx.state = replace(tx.state, watch_until=tx.now + tx.state.post_deploy_watch_s)
+        watch_timer(tx)
+
+
+def watch_timer(tx: Tx) -> None:
+    """The timer that ends the post-deploy watch (again, on resume)."""
+    if tx.state.watch_until is not None:
+        key = TimerKey(TimerKind.WATCH, Target.wave(len(tx.state.plan.waves)))
+        tx.actions.append(WaitUntil(tx.state.watch_until, key))
+
+
+def watching(state: State) -> bool:
+    """The last wave baked and the post-deploy watch has not ended."""
+    return state.watch_until is not None and state.phase is Phase.RUNNING
+
+
+def onebox_active(tx: Tx) -> bool:
+    """A one-box stage is being probed, rolled or baked: its alarm is judged now."""
+    live = (S.PROBING, S.ROLLING, S.BAKING)
+    return any(
+        s.kind is StageKind.ONEBOX and tx.stage(s.id).phase in live for s in tx.state.index.values()
+    )
+
+
+def touched(tx: Tx) -> bool:
+    """Some host has left PENDING: the watch that rolls back is on (from the first drain)."""
+    return any(tx.host(n).phase is not H.PENDING for n in tx.state.hosts)
+
+
+def check_alarms(tx: Tx) -> None:
+    """Roll back when a rollback alarm (or, during a one-box stage, the one-box alarm)
+    is in ALARM once the deployment touched a host. Before that, the same alarm only
+    holds the first stage (as a blocker)."""
+    st = tx.state
+    if st.phase is not Phase.RUNNING:
+        return
+    firing = [
+        (role, name, why)
+        for (role, name), (state, why) in st.alarms.items()
+        if state is AlarmState.ALARM
+    ]
+    for role, name, why in firing:
+        if role is AlarmRole.ONEBOX and not onebox_active(tx):
+            continue
+        if not touched(tx):
+            return
+        begin_rollback(tx, f"{role} alarm {name} in ALARM: {why}")
+        return
 
 
 def current_wave_target(tx: Tx) -> Target:
@@ -316,13 +380,18 @@ __all__ = [
     "Step",
     "begin_rollback",
     "block_rollback",
+    "check_alarms",
     "current_wave_target",
     "enter_host",
     "host_failed",
     "host_step",
     "next_wave",
+    "onebox_active",
     "recheck_stage",
     "stage_step",
     "start_stage",
     "start_wave",
+    "touched",
+    "watch_timer",
+    "watching",
 ]

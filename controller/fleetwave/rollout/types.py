@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fleetwave.config.alarm_expr import AlarmState
+from fleetwave.config.spec import OverrideTarget
 from fleetwave_core.errors import FleetwaveError
 
 # -- typed values -----------------------------------------------------------------------
@@ -166,6 +168,7 @@ class TimerKind(enum.Enum):
     START = "start"  # a stage's earliest start time
     BLOCKERS = "blockers"  # the retry time of a waiting blocker gate
     BAKE = "bake"  # the retry time of a waiting bake gate
+    WATCH = "watch"  # the end of the post-deploy watch
 
 
 @dataclass(frozen=True)
@@ -194,25 +197,59 @@ class TimerKey:
 # -- gate verdicts ----------------------------------------------------------------------
 
 
+VerdictKind = Literal["ok", "wait", "hold", "fail"]
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """A gate's answer: ``ok``, ``wait`` (ask again at ``retry_at``) or ``fail``."""
+    """A gate's answer and what it rests on.
 
-    kind: Literal["ok", "wait", "fail"]
+    * ``ok``: pass;
+    * ``wait``: not yet (a bake still running), ask again at ``retry_at``;
+    * ``hold``: do not start and do not fail (a blocker in ALARM, a closed window, a
+      bake still short of data at ``max_bake``), ask again at ``retry_at``;
+    * ``fail``: roll back.
+
+    ``inputs`` is the decision trail: one JSON-able record per input the gate looked
+    at (an alarm's evidence, the window, the bake's time and counts, an override).
+    """
+
+    kind: VerdictKind
     reason: str = ""
     retry_at: float | None = None
+    inputs: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
-    def ok(cls) -> Verdict:
-        return cls("ok")
+    def ok(cls, inputs: tuple[Mapping[str, Any], ...] = ()) -> Verdict:
+        return cls("ok", inputs=inputs)
 
     @classmethod
-    def wait(cls, reason: str, retry_at: float | None = None) -> Verdict:
-        return cls("wait", reason, retry_at)
+    def wait(
+        cls, reason: str, retry_at: float | None = None, inputs: tuple[Mapping[str, Any], ...] = ()
+    ) -> Verdict:
+        return cls("wait", reason, retry_at, inputs)
 
     @classmethod
-    def fail(cls, reason: str) -> Verdict:
-        return cls("fail", reason)
+    def hold(
+        cls, reason: str, retry_at: float | None = None, inputs: tuple[Mapping[str, Any], ...] = ()
+    ) -> Verdict:
+        return cls("hold", reason, retry_at, inputs)
+
+    @classmethod
+    def fail(cls, reason: str, inputs: tuple[Mapping[str, Any], ...] = ()) -> Verdict:
+        return cls("fail", reason, inputs=inputs)
+
+    @property
+    def waits(self) -> bool:
+        """``wait`` or ``hold``: ask again later."""
+        return self.kind in ("wait", "hold")
+
+
+class AlarmRole(enum.StrEnum):
+    """Why the engine hears about an alarm: its ALARM rolls the deployment back."""
+
+    ROLLBACK = "rollback"  # the pipeline's rollback_alarm, watched all along
+    ONEBOX = "onebox"  # the onebox_alarm, judged only while a one-box stage runs
 
 
 @dataclass(frozen=True)
@@ -236,7 +273,10 @@ class HostFacts:
 
 @dataclass(frozen=True)
 class DeploymentStarted:
-    pass
+    """The first event. ``post_deploy_watch_s``: how long the rollback alarm is still
+    watched after the last bake (journalled here, so a resume keeps it)."""
+
+    post_deploy_watch_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -297,6 +337,27 @@ class RollbackRequested:
 
 
 @dataclass(frozen=True)
+class AlarmChanged:
+    """A watched alarm changed state; ``evidence`` is its evaluation record."""
+
+    alarm: str
+    role: AlarmRole
+    state: AlarmState
+    reason: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OverrideGranted:
+    """An audited emergency override: the gates it skips, why, and who approved it."""
+
+    skip: frozenset[OverrideTarget]
+    reason: str
+    approver: str
+    by: str
+
+
+@dataclass(frozen=True)
 class Resumed:
     facts: Mapping[str, HostFacts] = field(default_factory=dict)
 
@@ -312,6 +373,8 @@ Event = (
     | GateResult
     | TimerElapsed
     | RollbackRequested
+    | AlarmChanged
+    | OverrideGranted
     | Resumed
 )
 
@@ -409,6 +472,8 @@ _EVENT_TYPES: dict[str, type[Any]] = {
         GateResult,
         TimerElapsed,
         RollbackRequested,
+        AlarmChanged,
+        OverrideGranted,
         Resumed,
     )
 }
@@ -417,8 +482,22 @@ _EVENT_TYPES: dict[str, type[Any]] = {
 def to_json(obj: Event | Action) -> dict[str, Any]:
     """A JSON-able dict naming the type; sets become sorted lists."""
     out: dict[str, Any] = {"type": type(obj).__name__}
+    out.update(_fields(obj))
+    return out
+
+
+#: Fields added after journals existed: left out while at their default, so that older
+#: journal forms encode back unchanged.
+_OMITTED_AT_DEFAULT = frozenset(("inputs", "post_deploy_watch_s"))
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    out = {}
     for f in dataclasses.fields(obj):
-        out[f.name] = _plain(getattr(obj, f.name))
+        value = getattr(obj, f.name)
+        if f.name in _OMITTED_AT_DEFAULT and value == f.default:
+            continue
+        out[f.name] = _plain(value)
     return out
 
 
@@ -428,9 +507,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Target | TimerKey):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return _fields(value)
     if isinstance(value, frozenset | set):
-        return sorted(value)
+        return sorted(_plain(v) for v in value)
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
@@ -447,7 +526,9 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
         args["serving"] = frozenset(args["serving"])
     elif cls is GateResult:
         args["target"] = Target.parse(args["target"])
-        args["verdict"] = Verdict(**args["verdict"])
+        verdict = dict(args["verdict"])
+        verdict["inputs"] = tuple(verdict.get("inputs", ()))
+        args["verdict"] = Verdict(**verdict)
     elif cls is TimerElapsed:
         args["key"] = TimerKey.parse(args["key"])
     elif cls is HostFailed:
@@ -455,6 +536,11 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
         args["kind"] = FailureKind.of_name(args["kind"])
         if args.get("before") is not None:
             args["before"] = BeforeRelease(**args["before"])
+    elif cls is AlarmChanged:
+        args["role"] = AlarmRole(args["role"])
+        args["state"] = AlarmState(args["state"])
+    elif cls is OverrideGranted:
+        args["skip"] = frozenset(OverrideTarget(t) for t in args["skip"])
     elif cls is Resumed:
         args["facts"] = {k: HostFacts(**v) for k, v in args["facts"].items()}
     event: Event = cls(**args)
