@@ -345,6 +345,33 @@ def _tuning(
     return out
 
 
+def defaults_table() -> str:
+    """The Markdown table of :data:`DEFAULTS` that ``docs/anomaly.md`` carries (a test
+    checks the two are the same)."""
+    order = (Sensitivity.LOW, Sensitivity.MEDIUM, Sensitivity.HIGH)
+    rows = [
+        "| check | knob | low | medium | high |",
+        "|---|---|---|---|---|",
+        "| all | alpha per stage | " + " | ".join(f"{ALPHA[s]:g}" for s in order) + " |",
+    ]
+    for check in Check:
+        for knob in ("relative_floor", "absolute_floor", "min_samples", "tail_relative_floor"):
+            values = [getattr(DEFAULTS[s][check], knob) for s in order]
+            if knob == "tail_relative_floor" and not any(values):
+                continue
+            cells = " | ".join(_cell(check, knob, v) for v in values)
+            rows.append(f"| `{check.value}` | {knob} | {cells} |")
+    return "\n".join(rows)
+
+
+def _cell(check: Check, knob: str, value: float) -> str:
+    if knob == "absolute_floor" and check is Check.MEMORY:
+        return f"{value / 2**20:g}MiB"
+    if knob == "absolute_floor" and check is Check.LATENCY:
+        return f"{value * 1000:g}ms"
+    return f"{value:g}"
+
+
 def describe(settings: AnomalySettings) -> str:
     """One line for ``fleetwave plan``."""
     if not settings.enabled or not settings.enabled_checks:

@@ -22,6 +22,8 @@ from fleetwave.watch.anomaly.evidence import Finding, Outcome
 from fleetwave.watch.anomaly.inputs import Buckets, HostWindow, Point, merge_buckets, totals
 
 TAIL_QUANTILE = 0.99
+#: The tail check's absolute floor: the slow share grows by at least 0.5 points.
+TAIL_ABSOLUTE_FLOOR = 0.005
 #: Quantiles whose shift is the rank test's effect (the larger one counts).
 EFFECT_QUANTILES = (0.5, 0.9)
 HOUR_S = 3600.0
@@ -172,39 +174,55 @@ def latency(
 def latency_tail(
     new: Sequence[HostWindow], ref: Sequence[HostWindow], basis: str, t: MetricTuning
 ) -> Draft:
-    """The p99 tail, which a rank test barely sees (1% of samples move): T is the upper
-    bound of the reference's p99 bucket; is the share of new requests above T larger
-    (conditional binomial, as for errors)? Effect: the p99 shift. Not required: it
-    needs 10/(1-0.99) = 1000 samples a side, and until then the rank test speaks."""
+    """The p99 tail, which a rank test barely sees (1% of samples move). T is the lower
+    bound of the bucket that holds the reference's p99, so at least 1% of the
+    reference is slower than T: is the share of new requests slower than T larger
+    (conditional binomial, as for errors)? The effect is that share's growth (an
+    interpolated p99 cannot move inside one bucket 2.5x wide); its floors are
+    ``tail_relative_floor`` and :data:`TAIL_ABSOLUTE_FLOOR` share points. Not
+    required: it needs 10/(1-0.99) = 1000 samples a side, and until then the rank
+    test speaks for latency."""
     hn, hr, n_new, n_ref = _histograms(new, ref)
     need = max(t.min_samples, percentile_min_samples(TAIL_QUANTILE))
-    tail = replace(t, relative_floor=t.tail_relative_floor, min_samples=need)
+    tail = replace(
+        t,
+        relative_floor=t.tail_relative_floor,
+        absolute_floor=TAIL_ABSOLUTE_FLOOR,
+        min_samples=need,
+    )
     base = _base(
-        "latency_tail", basis, tail, "p99 exceedance binomial", "s", (n_new, n_ref), required=False
+        "latency_tail",
+        basis,
+        tail,
+        "p99 exceedance binomial",
+        "share",
+        (n_new, n_ref),
+        required=False,
     )
     if hn is None or hr is None or n_new < need or n_ref < need:
         return _wait(
             base, f"{n_new:.0f} and {n_ref:.0f} latency samples, {need} needed on each side"
         )
     bound = _tail_bound(hr)
-    qn, qr = hn.quantile(TAIL_QUANTILE), hr.quantile(TAIL_QUANTILE)
-    if bound is None or qn is None or qr is None:
-        return _wait(base, "the reference's p99 is in the +Inf bucket")
+    if bound is None:
+        return _wait(base, "the reference's p99 is in the first bucket: no tail to test")
     k_new, k_ref = round(hn.above(bound)), round(hr.above(bound))
-    effect = qn - qr
-    rel = _relative(effect, qr)
+    s_new, s_ref = k_new / n_new, k_ref / n_ref
+    effect = s_new - s_ref
+    rel = _relative(effect, s_ref)
+    qn, qr = hn.quantile(TAIL_QUANTILE) or 0.0, hr.quantile(TAIL_QUANTILE) or 0.0
     finding = replace(
         base,
         reason=(
-            f"p99 {qn * 1000:.1f}ms vs {qr * 1000:.1f}ms; above {bound * 1000:g}ms: "
-            f"{k_new / n_new:.2%} vs {k_ref / n_ref:.2%}"
+            f"slower than {bound * 1000:g}ms: {s_new:.2%} vs {s_ref:.2%} "
+            f"(p99 ~{qn * 1000:.0f}ms vs ~{qr * 1000:.0f}ms)"
         ),
         statistic=float(k_new),
         p=stats.binom_sf(k_new, k_new + k_ref, n_new / (n_new + n_ref)),
         effect=effect,
         relative_effect=rel,
-        new_value=qn,
-        reference_value=qr,
+        new_value=s_new,
+        reference_value=s_ref,
         hosts=_worst(new, lambda h: _share_above(h.latency, bound)),
     )
     return Draft(finding, True, _clears(effect, rel, tail.absolute_floor, tail.relative_floor))
@@ -215,13 +233,14 @@ def _share_above(h: Buckets | None, bound: float) -> float:
 
 
 def _tail_bound(h: Buckets) -> float | None:
-    """The finite upper bound of the bucket holding the p99 observation."""
+    """The lower bound of the bucket holding the p99 observation (None: the first)."""
     rank = TAIL_QUANTILE * h.total
-    run = 0.0
+    run, lower = 0.0, 0.0
     for le, c in zip(h.le, h.counts, strict=True):
         run += c
         if run >= rank:
-            return le if math.isfinite(le) else None
+            return lower if lower > 0 else None
+        lower = le
     return None
 
 
