@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from fleetwave.config.anomaly import AnomalySettings, describe
 from fleetwave.config.inventory import ImportOptions, import_inventory
 from fleetwave.config.pipeline import load_pipeline
 from fleetwave.config.schema import json_schema
@@ -110,7 +111,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         json.dump(plan_to_dict(plan), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render_plan(plan, pipeline.batch_estimate_s))
+        sys.stdout.write(render_plan(plan, pipeline.batch_estimate_s, pipeline.anomaly))
     return 0
 
 
@@ -125,11 +126,13 @@ def _when(t: datetime | None) -> str:
     return f"  start >= {t.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC" if t else ""
 
 
-def render_plan(plan: Plan, batch_estimate_s: float) -> str:
+def render_plan(plan: Plan, batch_estimate_s: float, anomaly: AnomalySettings | None = None) -> str:
     """The human tree: waves -> regions -> stages -> batches."""
     lines = [f"plan {plan.pipeline} (service {plan.service})"]
     if plan.planned_at:
         lines.append(f"  start {plan.planned_at.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC")
+    if anomaly is not None:
+        lines.append(f"  {describe(anomaly)}")
     for wave in plan.waves:
         hosts = sum(len(s.hosts) for r in wave.regions for s in r.stages)
         parallel = " in parallel" if len(wave.regions) > 1 else ""

@@ -28,6 +28,7 @@ from fleetwave.config.alarms import (
     check_references,
     unknown_alarm,
 )
+from fleetwave.config.anomaly import AnomalySettings, build_anomaly
 from fleetwave.config.spec import PIPELINE_SPEC, OverrideTarget, Unit
 from fleetwave_core.errors import ConfigError
 from fleetwave_core.yamlsrc import join_path, load_yaml
@@ -166,6 +167,7 @@ class Pipeline:
     onebox_alarm: str | None = None  # watched as well while a one-box stage runs
     post_deploy_watch_s: float = 0.0  # rollback alarm still watched after the last stage
     watch: WatchSettings = field(default_factory=WatchSettings)
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)  # on by default
 
     def windows_for(self, region: str) -> WindowPolicy:
         """The time windows of a region or pre-production environment."""
@@ -460,6 +462,7 @@ def _build(path: Path, raw: dict[str, Any], loc: Locator) -> Pipeline:
         onebox_alarm=raw.get("onebox_alarm"),
         post_deploy_watch_s=raw.get("post_deploy_watch", 0.0),
         watch=watch,
+        anomaly=build_anomaly(raw.get("anomaly"), loc),
     )
 
 

@@ -17,6 +17,7 @@ from fleetwave.config.alarms import (
     Statistic,
     TreatMissing,
 )
+from fleetwave.config.anomaly import ANOMALY_SPEC
 from fleetwave.config.schema import (
     Amount,
     AnyOf,
@@ -263,6 +264,7 @@ PIPELINE_SPEC = Obj(
         Field("onebox_alarm", Str(description="alarm also watched during one-box stages")),
         Field("post_deploy_watch", Duration(description="keep watching after the last stage")),
         Field("watch", _WATCH),
+        Field("anomaly", ANOMALY_SPEC),
         Field(
             "windows",
             Obj(fields=(Field("default", _WINDOW), Field("regions", MapOf(_WINDOW)))),

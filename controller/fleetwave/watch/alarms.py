@@ -143,6 +143,11 @@ def decide(
     if age is not None and age < m:
         why = f"newest breach only {age} datapoint(s) old: not alarming yet, state kept"
         return Decision(previous, why, rb, len(real), len(real), 0)
+    if Mark.OK not in real:
+        # Only breaching datapoints, too few and too old to alarm: nothing shows the
+        # metric is good again, so a sparse range never reads as a pass.
+        why = f"{rb} breaching datapoint(s), fewer than {m} and none good: state kept"
+        return Decision(previous, why, rb, len(real), len(real), 0)
     why = f"{rb} of {len(real)} real datapoints breach (fewer than {m})"
     return Decision(AlarmState.OK, why, rb, len(real), len(real), 0)
 
