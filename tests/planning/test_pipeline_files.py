@@ -229,6 +229,7 @@ def test_schema_is_derived_from_the_validator(capsys):
 
 
 def test_cli_validate_ok_and_error(team, capsys):
+    write(team, "team/keys/id", "not read by validate, only required to exist\n")
     good = child(team, "")
     assert main(["validate", "-f", str(good)]) == 0
     assert capsys.readouterr().out.startswith("ok: ")
