@@ -38,3 +38,18 @@ def test_every_exit_code_has_its_meaning_from_the_enum():
     meanings = exit_meanings()
     assert set(meanings) == set(ExitCode)
     assert meanings[ExitCode.CONFIG].startswith("A configuration file or the command line")
+
+
+def test_troubleshooting_explains_every_exit_code():
+    text = (REPO / "docs" / "troubleshooting.md").read_text()
+    for code in ExitCode:
+        assert f"| {int(code)} | `{code.name}` |" in text, code.name
+
+
+def test_docs_link_to_files_that_exist():
+    import re
+
+    for name in ("security.md", "troubleshooting.md", "cli.md", "pipelines.md"):
+        text = (REPO / "docs" / name).read_text()
+        for target in re.findall(r"\]\(([a-z-]+\.md)(?:#[^)]*)?\)", text):
+            assert (REPO / "docs" / target).is_file(), (name, target)
