@@ -331,7 +331,7 @@ def test_hostile_archives_get_the_same_verdict_from_verify_and_install(
         write_signed(package, payload, files, keys.private)
     except PackageError:
         return  # a manifest the builder itself refuses (unsafe or colliding paths)
-    verdicts = []
+    verdicts: list[tuple[type[PackageError], str] | None] = []
     for run in ("verify", "extract"):
         try:
             if run == "verify":
