@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_activate)
 
-    p = sub.add_parser("rollback", help="go back to the previous release (local, no download)")
+    p = sub.add_parser("rollback", help="go back to the previous good release (local, no download)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="activate the previous release even when it is known bad",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_rollback)
 
@@ -71,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gc", help="remove old releases beyond keep_releases")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_gc)
+
+    p = sub.add_parser("lease", help="show the host's lease (which deployment may change it)")
+    p.add_argument(
+        "--break",
+        dest="break_lease",
+        action="store_true",
+        help="drop the lease whoever holds it (an operator's override; the holder is fenced)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_lease)
 
     p = sub.add_parser("serve", help="run the Prometheus exporter (foreground)")
     p.add_argument("--listen", help="address to listen on (overrides the config)")
@@ -134,7 +149,7 @@ def _activate(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    record = _agent(args).rollback()
+    record = _agent(args).rollback(force=args.force)
     _warn(record)
     _emit(args, record, _describe(record))
     return 0
@@ -154,6 +169,12 @@ def _status(args: argparse.Namespace) -> int:
         _release_line("previous", data["previous"]),
         "releases   " + (", ".join(r["version"] for r in data["releases"]) or "-"),
     ]
+    for bad in data["bad_releases"]:
+        lines.append(
+            f"bad        {bad['name']} {bad['version']}  ({bad['package_id'][:12]}): "
+            f"failed in {bad['op']}: {bad['reason']}"
+        )
+    lines.append(_lease_line(data["lease"]))
     last = data["last_operation"]
     if last:
         extra = f" (rolled back: {last['reason']})" if last.get("rolled_back") else ""
@@ -165,6 +186,34 @@ def _status(args: argparse.Namespace) -> int:
         state = "ok" if check["ok"] else "FAILING"
         lines.append(f"health     {check['name']}: {state} ({check['detail']})")
     _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def _lease_line(lease: dict[str, Any] | None) -> str:
+    if lease is None:
+        return "lease      -"
+    state = " (expired)" if lease.get("expired") else ""
+    return (
+        f"lease      deployment {lease['deployment_id']} (controller {lease['controller_id']}) "
+        f"until {lease['expires']}{state}"
+    )
+
+
+def _lease(args: argparse.Namespace) -> int:
+    agent = _agent(args)
+    if args.break_lease:
+        data = agent.lease.break_()
+        broken = data["broken"]
+        _emit(
+            args,
+            data,
+            "broke the lease of " + _lease_line(broken).split(maxsplit=1)[1]
+            if broken
+            else "no lease to break",
+        )
+        return 0
+    lease = agent.lease.status()
+    _emit(args, {"lease": lease}, _lease_line(lease))
     return 0
 
 

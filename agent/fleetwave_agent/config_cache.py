@@ -41,6 +41,7 @@ from fleetwave_agent.config import (
     PrometheusSource,
     StopFailurePolicy,
 )
+from fleetwave_core.fsutil import atomic_write
 
 #: Bumped whenever a field is added, so an older cache is rebuilt, never half-read.
 FORMAT = 2
@@ -103,24 +104,13 @@ def _read(entry: Path, path: str, identity: list[int]) -> AgentConfig | None:
 
 
 def _write(cache_dir: Path, entry: Path, head: dict[str, Any], cfg: AgentConfig) -> None:
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    try:
+    with contextlib.suppress(OSError):
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _private(os.stat(cache_dir)):
             return
         data = json.dumps({**head, "config": config_to_json(cfg)}, sort_keys=True).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        # No fsync: a cache lost in a crash is rebuilt; a torn one fails to parse.
-        os.replace(tmp, entry)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        # Not durable: a cache lost in a crash is rebuilt; a torn one fails to parse.
+        atomic_write(entry, data, mode=0o600, durable=False)
 
 
 def _private(st: os.stat_result) -> bool:

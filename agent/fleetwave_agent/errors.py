@@ -67,6 +67,33 @@ class ReleaseNotFoundError(StoreError, LookupError):
     """No installed release matches."""
 
 
+class KnownBadReleaseError(StoreError):
+    """The release an operation would activate is known bad; only ``force`` overrides."""
+
+    exit_code = ExitCode.KNOWN_BAD_RELEASE
+
+
+class LeaseError(FleetwaveError):
+    """The host's lease does not allow this (held by another deployment, or lost)."""
+
+    exit_code = ExitCode.LEASE_HELD
+
+
+class LeaseHeldError(LeaseError):
+    """Another deployment holds the host's lease; the message names it and its expiry.
+
+    ``holder`` is the lease as ``Lease.to_dict`` returns it.
+    """
+
+    def __init__(self, message: str, *, holder: dict[str, object]):
+        self.holder = holder
+        super().__init__(message)
+
+
+class LeaseLostError(LeaseError):
+    """A renewal or release of a lease this deployment does not hold (any more)."""
+
+
 class HookError(FleetwaveError):
     """A lifecycle hook failed or timed out."""
 

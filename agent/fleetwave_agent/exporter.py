@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from fleetwave_agent.rpcsocket import RpcSocketServer
     from fleetwave_agent.store import Release
 
-OPERATIONS = ("install", "activate", "rollback")
+OPERATIONS = ("install", "activate", "rollback", "recover")
 
 #: What an install imports lazily (kept lazy so `fleetwave-agent rpc` sessions that only
 #: ask for status stay cheap). A resident daemon imports them once at start instead, so
@@ -64,7 +64,7 @@ INSTALL_MODULES = (
     "tarfile",
     "gzip",
 )
-OUTCOMES = ("ok", "unchanged", "rolled_back", "failed")
+OUTCOMES = ("ok", "unchanged", "rolled_back", "failed", "interrupted")
 
 
 class AgentCollector:
@@ -117,6 +117,14 @@ class AgentCollector:
         if current is not None:
             info.add_metric([current.name, current.version, current.package_id], 1.0)
         yield info
+        bad = GaugeMetricFamily(
+            "fleetwave_agent_bad_release_info",
+            "A release the agent saw fail to install, activate or pass health (always 1).",
+            labels=["name", "version", "package_id", "operation"],
+        )
+        for release in self.agent.store.known_bad.all():
+            bad.add_metric([release.name, release.version, release.package_id, release.op], 1.0)
+        yield bad
         ops = CounterMetricFamily(
             "fleetwave_agent_operations",
             "Finished operations by kind and outcome.",
@@ -211,10 +219,18 @@ class HealthMonitor:
         yield when
 
 
-def build_registry(agent: Agent, monitor: HealthMonitor | None = None) -> CollectorRegistry:
-    """A fresh registry with every collector the agent's config asks for."""
+def build_registry(
+    agent: Agent, monitor: HealthMonitor | None = None, *, opened: list[LogTailer] | None = None
+) -> CollectorRegistry:
+    """A fresh registry with every collector the agent's config asks for.
+
+    The log tailers the collectors hold open are appended to ``opened``, so a caller
+    that scrapes once can close them.
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(agent))
+    agent_collector = AgentCollector(agent)
+    tailers = [agent_collector.tailer]
+    registry.register(agent_collector)
     if monitor is not None:
         registry.register(monitor)
     app = agent.config.app
@@ -226,9 +242,14 @@ def build_registry(agent: Agent, monitor: HealthMonitor | None = None) -> Collec
             collector = PrometheusAppCollector(app.metrics)
         else:
             collector = AccessLogCollector(app.metrics)
+            tailers.append(collector.tailer)
         registry.register(collector)
     if app.log is not None:
-        registry.register(LogErrorCollector(app.log))
+        log_errors = LogErrorCollector(app.log)
+        tailers.append(log_errors.tailer)
+        registry.register(log_errors)
+    if opened is not None:
+        opened.extend(tailers)
     return registry
 
 
@@ -236,10 +257,16 @@ def render_snapshot(agent: Agent) -> str:
     """One scrape's worth of metrics as Prometheus text (the RPC ``metrics`` op).
 
     Health checks are probed once, now; log-based counters start from this moment.
+    The logs it opens are closed again: a resident agent serves many snapshots.
     """
     monitor = HealthMonitor(agent, interval_s=0)
     monitor.run_once()
-    return generate_latest(build_registry(agent, monitor)).decode()
+    opened: list[LogTailer] = []
+    try:
+        return generate_latest(build_registry(agent, monitor, opened=opened)).decode()
+    finally:
+        for tailer in opened:
+            tailer.close()
 
 
 def serve(
@@ -257,6 +284,7 @@ def serve(
     """
     exporter = agent.config.exporter
     addr = listen or exporter.listen
+    _recover_at_start(agent)
     socket_path = rpc_socket or agent.config.rpc_socket
     rpc: RpcSocketServer | None = None
     if socket_path is not None:
@@ -301,6 +329,21 @@ def serve(
         server.server_close()
         thread.join(timeout=5)
     return 0
+
+
+def _recover_at_start(agent: Agent) -> None:
+    """Recover from a crash of the previous agent process before serving anything."""
+    from fleetwave_core.errors import FleetwaveError, LockedError
+
+    try:
+        actions = agent.recover()
+    except LockedError:
+        return  # an operation is running: it recovered first
+    except FleetwaveError as exc:
+        print(f"fleetwave-agent: recovery at start failed: {exc}", file=sys.stderr, flush=True)
+        return
+    for action in actions:
+        print(f"fleetwave-agent: recovery: {action}", file=sys.stderr, flush=True)
 
 
 def warm_install_path(modules: Iterable[str] = INSTALL_MODULES) -> list[str]:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from fleetwave_agent.errors import HookError
 from fleetwave_agent.manifest import HookSpec
+from fleetwave_core.fsutil import atomic_write
 
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -224,9 +225,8 @@ def _cap_log(path: Path, max_bytes: int) -> None:
         fh.seek(size - max_bytes)
         tail = fh.read()
     marker = f"[fleetwave-agent: {size - max_bytes} earlier bytes dropped]\n".encode()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(marker + tail)
-    os.replace(tmp, path)
+    # Not durable: a hook log lost in a power cut is no worse than a torn one.
+    atomic_write(path, marker + tail, durable=False)
 
 
 def _tail(path: Path, n: int) -> str:

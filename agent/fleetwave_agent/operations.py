@@ -25,26 +25,25 @@ reader are imported by the operations that use them (see ``docs/agent.md``).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from fleetwave_agent.config import AgentConfig, StopFailurePolicy
 from fleetwave_agent.errors import (
-    ChecksumError,
     HookError,
-    PackageError,
+    KnownBadReleaseError,
     ReleaseNotFoundError,
     RolledBackError,
-    RpcProtocolError,
-    SizeLimitError,
 )
+from fleetwave_agent.knownbad import BadRelease
+from fleetwave_agent.lease import HostLease
 from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
+from fleetwave_agent.recovery import Action, Phase
 from fleetwave_agent.store import Release, ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
 
@@ -53,13 +52,9 @@ if TYPE_CHECKING:
     from fleetwave_agent.digests import PayloadDigest
     from fleetwave_agent.keys import Keyring
     from fleetwave_agent.package import Limits
+    from fleetwave_agent.uploads import ByteSource
 
 _PACKAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
-
-
-class ByteSource(Protocol):
-    def read(self, n: int = ..., /) -> bytes: ...
 
 
 def release_summary(release: Release | None) -> dict[str, Any] | None:
@@ -88,6 +83,7 @@ class Agent:
         self.clock = clock
         self.store = store or ReleaseStore(config.root, keep=config.keep_releases)
         self.oplog = OperationLog(config.root)
+        self.lease = HostLease(self.store.state_dir, clock)
         self._keyring: Keyring | None = None
         # Payload digests computed by receive_upload in this process, by stored path.
         self._received: dict[Path, PayloadDigest] = {}
@@ -117,12 +113,17 @@ class Agent:
 
     # -- mutating operations -------------------------------------------------------
 
-    def install(self, package: Path) -> dict[str, Any]:
-        """Verify, stage and switch to ``package``; see the module docstring for order."""
+    def install(self, package: Path, *, lease: str | None = None) -> dict[str, Any]:
+        """Verify, stage and switch to ``package``; see the module docstring for order.
+
+        ``lease`` (on every mutating operation) is the caller's deployment id: the
+        operation is refused while another deployment holds the host's lease
+        (:mod:`lease`); with no lease held it is not needed.
+        """
         if not package.is_file():
             raise UsageError(f"{package}: no such package file")
         keyring = self.keyring  # config problems surface before anything is touched
-        with self._operation("install") as record:
+        with self._operation("install", lease) as record:
             # stage() verifies signature and payload even for an id already installed,
             # so a tampered copy of an installed package is refused there. A digest
             # taken while this process received the file spares hashing it again.
@@ -136,48 +137,78 @@ class Agent:
             self._transition(record, release)
         return record.to_dict()
 
-    def install_package_id(self, package_id: str) -> dict[str, Any]:
+    def install_package_id(self, package_id: str, *, lease: str | None = None) -> dict[str, Any]:
         """Install an uploaded package, or re-activate an installed one with this id."""
         _check_package_id(package_id)
         incoming = self.store.incoming_path(package_id)
         if incoming.is_file():
-            return self.install(incoming)
+            return self.install(incoming, lease=lease)
         for release in self.store.releases():
             if release.package_id == package_id:
-                return self._activate_release("install", release)
+                return self._activate_release("install", release, lease)
         raise ReleaseNotFoundError(f"package {package_id[:12]} was neither uploaded nor installed")
 
-    def activate(self, version: str, name: str | None = None) -> dict[str, Any]:
+    def activate(
+        self, version: str, name: str | None = None, *, lease: str | None = None
+    ) -> dict[str, Any]:
         """Switch to an installed release, with hooks and health checks."""
-        return self._activate_release("activate", self.store.get(version, name))
+        return self._activate_release("activate", self.store.get(version, name), lease)
 
-    def _activate_release(self, op: str, release: Release) -> dict[str, Any]:
-        with self._operation(op) as record:
+    def _activate_release(self, op: str, release: Release, lease: str | None) -> dict[str, Any]:
+        with self._operation(op, lease) as record:
             self._transition(record, release)
         return record.to_dict()
 
-    def rollback(self) -> dict[str, Any]:
-        """Back to the previous release, locally: stop -> switch -> start -> health."""
-        with self._operation("rollback") as record:
+    def rollback(self, *, force: bool = False, lease: str | None = None) -> dict[str, Any]:
+        """Back to the previous good release, locally: stop -> switch -> start -> health.
+
+        The target is the last release that was current and is not known bad. When
+        every earlier release is known bad, KnownBadReleaseError names the latest one,
+        and only ``force`` activates it.
+        """
+        with self._operation("rollback", lease) as record:
             current = self.store.current()
             target = self.store.previous()
             if target is None:
-                raise ReleaseNotFoundError("no previous release to roll back to")
+                target = self._forced_target(record, force)
             record.version, record.package_id = target.version, target.package_id
             record.previous_version = current.version if current else None
+            record.previous_package_id = current.package_id if current else None
             if current is not None:
                 self._stop_fenced(record, current, target)
             self.store.switch(target)
+            self.oplog.checkpoint(record, Phase.SWITCHED.value)
             record.current_version = target.version
-            self._hook(record, "start", target, current, raise_on_failure=True)
-            self._health(record, target, raise_on_failure=True)
+            try:
+                self._hook(record, "start", target, current, raise_on_failure=True)
+                self._health(record, target, raise_on_failure=True)
+            except FleetwaveError as exc:
+                self._mark_bad(record, target, exc)
+                raise
+            self._passed(record, target)
             record.outcome = Outcome.OK
         return record.to_dict()
 
-    def gc(self) -> dict[str, Any]:
+    def _forced_target(self, record: OperationRecord, force: bool) -> Release:
+        """The latest earlier release when all are known bad: only with ``force``."""
+        candidate = self.store.previous(include_bad=True)
+        if candidate is None:
+            raise ReleaseNotFoundError("no previous release to roll back to")
+        bad = self.store.known_bad.get(candidate.package_id)
+        what = bad.describe() if bad else f"{candidate.name} {candidate.version}"
+        if not force:
+            raise KnownBadReleaseError(
+                f"rollback refused: the previous release {what} is known bad; "
+                "give --force to activate it anyway"
+            )
+        record.warnings.append(f"forced: activating the known-bad release {what}")
+        return candidate
+
+    def gc(self, *, lease: str | None = None) -> dict[str, Any]:
         """Remove releases beyond ``keep_releases`` (never current or previous)."""
         with self.store.lock():
-            self.store.recover()
+            self.lease.fence(lease, "gc")
+            self._recover_locked()
             removed = self.store.gc()
         return {"removed": [release_summary(r) for r in removed]}
 
@@ -187,73 +218,25 @@ class Agent:
         _check_package_id(package_id)
         return self.store.has_package(package_id)
 
-    def receive_upload(self, package_id: str, size: int, body: ByteSource) -> dict[str, Any]:
+    def receive_upload(
+        self, package_id: str, size: int, body: ByteSource, *, lease: str | None = None
+    ) -> dict[str, Any]:
         """Store exactly ``size`` bytes from ``body`` as the package ``package_id``.
 
-        Written to a temp file, fsynced, checked (its manifest must have this id and
-        its payload the manifest's size and SHA-256, hashed while receiving) and renamed
-        into place. A package already present is not stored again; the caller is
-        expected to have asked :meth:`has_package` first so no bytes are sent at all.
-        The signature is checked at install, not here.
+        See :func:`uploads.receive_upload`; the payload digest taken while receiving
+        spares a later install in this process from hashing the payload again.
         """
-        from fleetwave_agent.digests import PayloadDigest, PayloadHasher, file_identity
-        from fleetwave_agent.package import read_manifest
+        from fleetwave_agent.uploads import receive_upload
 
         _check_package_id(package_id)
-        if self.store.has_package(package_id):
-            return {"stored": False, "present": True}
-        if size > self.limits.max_package_bytes:
-            raise SizeLimitError(
-                f"upload of {size} bytes exceeds max_package_bytes={self.limits.max_package_bytes}"
-            )
-        final = self.store.incoming_path(package_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
-        hasher = PayloadHasher()
-        try:
-            with open(tmp, "wb") as out:
-                left = size
-                while left:
-                    chunk = body.read(min(_CHUNK, left))
-                    if not chunk:
-                        raise RpcProtocolError(f"upload ended after {size - left} of {size} bytes")
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    left -= len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            manifest = read_manifest(tmp)
-            if manifest.package_id != package_id:
-                raise PackageError(
-                    f"uploaded package is {manifest.package_id[:12]}, "
-                    f"not the announced {package_id[:12]}"
-                )
-            if hasher.payload_size != manifest.payload_size:
-                raise ChecksumError(
-                    f"uploaded package {package_id[:12]}: payload is {hasher.payload_size} "
-                    f"bytes, manifest says {manifest.payload_size}"
-                )
-            if hasher.hexdigest() != manifest.payload_sha256:
-                raise ChecksumError(
-                    f"uploaded package {package_id[:12]}: payload sha256 does not match "
-                    "its manifest"
-                )
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-            # After the rename: on some filesystems rename(2) updates the file's ctime.
-            self._received[final] = PayloadDigest(
-                sha256=manifest.payload_sha256,
-                payload_size=manifest.payload_size,
-                identity=file_identity(os.stat(final)),
-            )
-        finally:
-            tmp.unlink(missing_ok=True)
-        return {"stored": True, "present": True, "bytes": size}
+        self.lease.fence(lease, "upload")
+        return receive_upload(self.store, self.limits, package_id, size, body, self._received)
 
     # -- read-only -----------------------------------------------------------------
 
     def status(self, *, probe_health: bool = True) -> dict[str, Any]:
-        """Current and previous release, kept releases, last operation, health now."""
+        """Current and previous (last good) release, kept and known-bad releases, last
+        operation, health now."""
         current = self.store.current()
         checks: list[dict[str, Any]] = []
         if probe_health and current is not None:
@@ -275,6 +258,8 @@ class Agent:
             "current": release_summary(current),
             "previous": release_summary(self.store.previous()),
             "releases": [release_summary(r) for r in self.store.releases()],
+            "bad_releases": [b.to_dict() for b in self.store.known_bad.all()],
+            "lease": self.lease.status(),
             "last_operation": self.oplog.last(),
             "health": checks,
             "healthy": all(c["ok"] for c in checks),
@@ -306,10 +291,11 @@ class Agent:
     # -- the install sequence --------------------------------------------------------
 
     @contextmanager
-    def _operation(self, op: str) -> Iterator[OperationRecord]:
+    def _operation(self, op: str, lease: str | None) -> Iterator[OperationRecord]:
         with self.store.lock():
+            self.lease.fence(lease, op)  # under the store lock: no operation starts after
             record = OperationRecord(op=op, started=self.clock())
-            record.recovered = self.store.recover()
+            record.recovered = self._recover_locked()
             began = time.monotonic()
             self.oplog.begin(record)
             try:
@@ -335,27 +321,148 @@ class Agent:
         current = self.store.current()
         record.version, record.package_id = target.version, target.package_id
         record.previous_version = current.version if current else None
+        record.previous_package_id = current.package_id if current else None
         if current is not None and current.package_id == target.package_id:
-            record.outcome = Outcome.UNCHANGED
-            record.current_version = current.version
+            self._ensure_running(record, current)
             return
         if current is not None:
             self._stop_fenced(record, current, target)
         try:
             self._hook(record, "before_install", target, current, raise_on_failure=True)
-        except HookError:
+        except HookError as exc:
+            self._mark_bad(record, target, exc)
             if current is not None:  # undo the stop: the old release keeps serving
                 self._hook(record, "start", current, target, raise_on_failure=False)
             raise
         self.store.switch(target)
+        self.oplog.checkpoint(record, Phase.SWITCHED.value)
         record.current_version = target.version
         try:
             for name in ("after_install", "start", "validate"):
                 self._hook(record, name, target, current, raise_on_failure=True)
             self._health(record, target, raise_on_failure=True)
         except FleetwaveError as exc:
+            self._mark_bad(record, target, exc)
             self._self_rollback(record, target, current, exc)
+        self._passed(record, target)
         record.outcome = Outcome.OK
+
+    def _ensure_running(self, record: OperationRecord, current: Release) -> None:
+        """Activating the current release: healthy stays as is, unhealthy is restarted.
+
+        A crash between ``stop`` and the switch leaves the current release's app
+        stopped, and a rollback to "the release that is current" must bring it back
+        rather than report that nothing needed doing.
+        """
+        record.current_version = current.version
+        results = self._health(record, current, raise_on_failure=False)
+        failing = [r.name for r in results if not r.ok]
+        if not failing:
+            record.outcome = Outcome.UNCHANGED
+            return
+        record.warnings.append(
+            f"{current.version} is current but failing health ({', '.join(failing)}); restarting it"
+        )
+        self._restart(record, current)
+        record.outcome = Outcome.OK
+
+    def _restart(self, record: OperationRecord, release: Release) -> None:
+        """Stop (fenced, failure tolerated), start and health-check ``release``."""
+        self.oplog.checkpoint(record, Phase.STOPPING.value)
+        self._hook(record, "stop", release, None, raise_on_failure=False, fenced=True)
+        self._start(record, release)
+
+    def _start(self, record: OperationRecord, release: Release) -> None:
+        """Start and health-check ``release``; a failure marks it bad."""
+        try:
+            self._hook(record, "start", release, None, raise_on_failure=True)
+            self._health(record, release, raise_on_failure=True)
+        except FleetwaveError as exc:
+            self._mark_bad(record, release, exc)
+            raise
+        self._passed(record, release)
+
+    # -- crash recovery ------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Recover from a crash of an earlier agent process (see :mod:`recovery`).
+
+        Clears the store's staging and incomplete releases, then finishes or undoes
+        the operation that process left ``running``, restarting the current release's
+        app if the crash may have left it stopped. Runs at the start of every mutating
+        operation, every RPC session and the daemon. LockedError while an operation
+        runs (that operation recovered first).
+        """
+        with self.store.lock():
+            return self._recover_locked()
+
+    def _recover_locked(self) -> list[str]:
+        from fleetwave_agent import recovery
+
+        actions = self.store.recover()
+        interrupted = self.oplog.interrupted()
+        if interrupted is None:
+            return actions
+        current = self.store.current()
+        decision = recovery.plan(interrupted, current.package_id if current else None)
+        self.oplog.finish_interrupted(interrupted, decision.why)
+        actions.append(decision.why)
+        if decision.action is Action.NOTHING or current is None:
+            return actions
+        target = current
+        if decision.action is Action.UNDO:
+            target = self._release_by_id(decision.undo_to) or current
+        record = OperationRecord(op="recover", started=self.clock(), reason=decision.why)
+        record.version, record.package_id = target.version, target.package_id
+        record.previous_version = current.version
+        record.previous_package_id = current.package_id
+        self.oplog.begin(record)
+        began = time.monotonic()
+        try:
+            if target == current:
+                self._restart(record, current)
+            else:  # undo: the new release may be half started; the old one is stopped
+                self.oplog.checkpoint(record, Phase.STOPPING.value)
+                self._hook(record, "stop", current, target, raise_on_failure=False, fenced=True)
+                self.store.switch(target)
+                self.oplog.checkpoint(record, Phase.SWITCHED.value)
+                self._start(record, target)
+            record.outcome = Outcome.OK
+            actions.append(f"recovered: {target.version} is current and healthy")
+        except FleetwaveError as exc:  # reported, never raised: the next step may fix it
+            record.outcome = Outcome.FAILED
+            record.error = {"type": type(exc).__name__, "message": str(exc)}
+            actions.append(f"recovery of {target.version} failed: {exc}")
+        finally:
+            record.duration_s = time.monotonic() - began
+            now = self.store.current()
+            record.current_version = now.version if now else None
+            self.oplog.finish(record)
+        return actions
+
+    def _release_by_id(self, package_id: str | None) -> Release | None:
+        return next((r for r in self.store.releases() if r.package_id == package_id), None)
+
+    def _mark_bad(self, record: OperationRecord, release: Release, cause: Exception) -> None:
+        self.store.known_bad.mark(
+            BadRelease(
+                package_id=release.package_id,
+                name=release.name,
+                version=release.version,
+                op=record.op,
+                reason=str(cause),
+                at=self.clock(),
+            )
+        )
+        record.marked_bad.append(release.version)
+
+    def _passed(self, record: OperationRecord, release: Release) -> None:
+        """``release`` just passed its hooks and health: it is good (again)."""
+        if self.store.known_bad.clear(release.package_id):
+            record.warnings.append(
+                f"{release.name} {release.version} was known bad and passed now; "
+                "no longer marked bad"
+            )
 
     def _self_rollback(
         self,
@@ -371,6 +478,7 @@ class Agent:
                 *_error_args(cause, f"{cause}; no previous release to roll back to")
             ) from cause
         self.store.switch(previous)
+        self.oplog.checkpoint(record, Phase.SWITCHED_BACK.value)
         record.current_version = previous.version
         record.rolled_back = True
         record.outcome = Outcome.ROLLED_BACK
@@ -387,6 +495,7 @@ class Agent:
         )
 
     def _stop_fenced(self, record: OperationRecord, current: Release, other: Release) -> None:
+        self.oplog.checkpoint(record, Phase.STOPPING.value)
         result = self._hook(record, "stop", current, other, raise_on_failure=False, fenced=True)
         if result is None or result.ok:
             return
@@ -458,11 +567,3 @@ def _error_args(exc: FleetwaveError, message: str) -> tuple[Any, ...]:
 def _check_package_id(package_id: Any) -> None:
     if not isinstance(package_id, str) or not _PACKAGE_ID_RE.fullmatch(package_id):
         raise UsageError(f"not a package id (64 lower-case hex digits): {package_id!r}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

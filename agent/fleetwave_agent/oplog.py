@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleetwave_core.fsutil import atomic_write
+
 KEEP_OPERATION_DIRS = 20
 
 
@@ -34,6 +36,7 @@ class Outcome(enum.Enum):
     UNCHANGED = "unchanged"  # the target was already current
     ROLLED_BACK = "rolled_back"  # failed after the switch; the agent put the old release back
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # the agent died during it; the next process recovered
 
 
 @dataclass
@@ -42,11 +45,13 @@ class OperationRecord:
 
     op: str
     id: str = field(default_factory=new_operation_id)
+    phase: str = "begun"  # recovery.Phase: how far it got, for recovery after a crash
     started: float = field(default_factory=time.time)
     outcome: Outcome = Outcome.RUNNING
     version: str | None = None
     package_id: str | None = None
     previous_version: str | None = None
+    previous_package_id: str | None = None
     current_version: str | None = None
     rolled_back: bool = False
     reason: str = ""
@@ -55,6 +60,7 @@ class OperationRecord:
     hooks: list[dict[str, Any]] = field(default_factory=list)
     health: list[dict[str, Any]] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    marked_bad: list[str] = field(default_factory=list)  # versions found bad by this op
     error: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,12 +68,14 @@ class OperationRecord:
             "id": self.id,
             "op": self.op,
             "outcome": self.outcome.value,
+            "phase": self.phase,
             "ok": self.outcome in (Outcome.OK, Outcome.UNCHANGED),
             "started": self.started,
             "duration_s": round(self.duration_s, 4),
             "version": self.version,
             "package_id": self.package_id,
             "previous_version": self.previous_version,
+            "previous_package_id": self.previous_package_id,
             "current_version": self.current_version,
             "rolled_back": self.rolled_back,
             "reason": self.reason,
@@ -75,6 +83,7 @@ class OperationRecord:
             "hooks": list(self.hooks),
             "health": list(self.health),
             "recovered": list(self.recovered),
+            "marked_bad": list(self.marked_bad),
             "error": self.error,
         }
 
@@ -94,11 +103,31 @@ class OperationLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_last(record.to_dict())
 
+    def checkpoint(self, record: OperationRecord, phase: str) -> None:
+        """Record, durably, that the running operation reached ``phase``."""
+        record.phase = phase
+        self._write_last(record.to_dict())
+
+    def interrupted(self) -> dict[str, Any] | None:
+        """The last operation if it never finished (call with the store lock held)."""
+        last = self.last()
+        return last if last is not None and last.get("outcome") == "running" else None
+
+    def finish_interrupted(self, data: dict[str, Any], reason: str) -> None:
+        """Finish the record of an operation whose process died, as ``interrupted``."""
+        final = data | {"outcome": Outcome.INTERRUPTED.value, "reason": reason}
+        self._write_last(final)
+        self._append(final)
+
     def finish(self, record: OperationRecord) -> None:
         data = record.to_dict()
         self._write_last(data)
+        self._append(data)
+        self._prune()
+
+    def _append(self, data: dict[str, Any]) -> None:
         summary = {
-            k: data[k]
+            k: data.get(k)
             for k in ("id", "op", "outcome", "version", "rolled_back", "duration_s", "started")
         }
         line = (json.dumps(summary, sort_keys=True) + "\n").encode()
@@ -107,7 +136,6 @@ class OperationLog:
             os.write(fd, line)  # one write() of one short line: appends never interleave
         finally:
             os.close(fd)
-        self._prune()
 
     def last(self) -> dict[str, Any] | None:
         try:
@@ -117,13 +145,7 @@ class OperationLog:
         return data if isinstance(data, dict) else None
 
     def _write_last(self, data: dict[str, Any]) -> None:
-        tmp = self.last_path.with_name(f".last.json.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.last_path)
+        atomic_write(self.last_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def _prune(self) -> None:
         dirs = sorted(p for p in self.dir.iterdir() if p.is_dir())
@@ -132,4 +154,4 @@ class OperationLog:
         import shutil  # only when there is something to prune
 
         for old in dirs[:-KEEP_OPERATION_DIRS]:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)  # two levels deep: recursion is bounded

@@ -13,14 +13,18 @@ Operations and their arguments -> results:
 =====================  ============================  =================================
 ``ping``               ``{}``                        ``{"pong": true, "agent_version"}``
 ``has_package``        ``{package_id}``              ``{"present": bool}``
-``upload``             ``{package_id, size}`` +      ``{"stored": bool, "present": true}``
-                       ``size`` raw bytes
-``install``            ``{package_id}``              the operation record
-``activate``           ``{version, name?}``          the operation record
-``rollback``           ``{}``                        the operation record
+``upload``             ``{package_id, size, lease?}``  ``{"stored": bool, "present": true}``
+                       + ``size`` raw bytes
+``install``            ``{package_id, lease?}``      the operation record
+``activate``           ``{version, name?, lease?}``  the operation record
+``rollback``           ``{force?: bool, lease?}``    the operation record
 ``status``             ``{probe_health?: bool}``     see ``Agent.status``
 ``verify_installed``   ``{}``                        ``{"version", "ok", "drift"}``
-``gc``                 ``{}``                        ``{"removed": [...]}``
+``gc``                 ``{lease?}``                  ``{"removed": [...]}``
+``lease_acquire``      ``{deployment_id,             ``{"lease", "resumed", "replaced"}``
+                       controller_id, ttl_s}``
+``lease_renew``        ``{deployment_id, ttl_s}``    ``{"lease"}``
+``lease_release``      ``{deployment_id}``           ``{"released": bool}``
 ``metrics``            ``{}``                        ``{"text": Prometheus exposition}``
 ``snapshot``           ``{}``                        standard metrics as JSON (:mod:`snapshot`)
 =====================  ============================  =================================
@@ -36,6 +40,7 @@ code; a self-rollback is the error ``RolledBackError`` (the record is in ``statu
 
 from __future__ import annotations
 
+import sys
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from fleetwave_agent import __version__
@@ -48,7 +53,7 @@ from fleetwave_agent.rpc_protocol import (
     encode_hello,
     encode_response,
 )
-from fleetwave_core.errors import FleetwaveError, UsageError
+from fleetwave_core.errors import FleetwaveError, LockedError, UsageError
 from fleetwave_core.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -60,6 +65,21 @@ class RpcServer:
 
     def __init__(self, ops: Agent) -> None:
         self.ops = ops
+
+    def begin_session(self) -> list[str]:
+        """Recover from a crash of an earlier agent process, if one left work behind.
+
+        Never fails the session: while another session's operation holds the store
+        lock it has recovered already, and a recovery failure is reported on stderr
+        (the operation that follows reports it again, in its record).
+        """
+        try:
+            return self.ops.recover()
+        except LockedError:
+            return []
+        except FleetwaveError as exc:
+            print(f"fleetwave-agent: recovery failed: {exc}", file=sys.stderr, flush=True)
+            return []
 
     def handle(self, request: Request, body: BinaryIO | None) -> Response:
         """Run one request. ``body`` is the upload's byte stream (``size`` bytes long)."""
@@ -89,6 +109,9 @@ class RpcServer:
     def _dispatch(self, request: Request, body: BinaryIO | None) -> dict[str, Any]:
         args = request.args
         op = request.op
+        lease = args.get("lease")  # the caller's deployment id, for fencing (lease.py)
+        if lease is not None and not isinstance(lease, str):
+            raise UsageError("argument 'lease' must be a string (a deployment id)")
         if op == "ping":
             return {"pong": True, "agent_version": __version__}
         if op == "has_package":
@@ -97,23 +120,31 @@ class RpcServer:
             if body is None:
                 raise RpcProtocolError("upload without a body")
             return self.ops.receive_upload(
-                _arg(args, "package_id", str), _arg(args, "size", int), body
+                _arg(args, "package_id", str), _arg(args, "size", int), body, lease=lease
             )
         if op == "install":
-            return self.ops.install_package_id(_arg(args, "package_id", str))
+            return self.ops.install_package_id(_arg(args, "package_id", str), lease=lease)
         if op == "activate":
             name = args.get("name")
             if name is not None and not isinstance(name, str):
                 raise UsageError("activate: name must be a string")
-            return self.ops.activate(_arg(args, "version", str), name)
+            return self.ops.activate(_arg(args, "version", str), name, lease=lease)
         if op == "rollback":
-            return self.ops.rollback()
+            return self.ops.rollback(force=_flag(args, "force"), lease=lease)
         if op == "status":
             return self.ops.status(probe_health=bool(args.get("probe_health", True)))
         if op == "verify_installed":
             return self.ops.verify_installed()
         if op == "gc":
-            return self.ops.gc()
+            return self.ops.gc(lease=lease)
+        if op == "lease_acquire":
+            return self.ops.lease.acquire(
+                args.get("deployment_id"), args.get("controller_id"), args.get("ttl_s")
+            )
+        if op == "lease_renew":
+            return self.ops.lease.renew(args.get("deployment_id"), args.get("ttl_s"))
+        if op == "lease_release":
+            return self.ops.lease.release(args.get("deployment_id"))
         if op == "metrics":
             from fleetwave_agent.exporter import render_snapshot  # lazy: keeps `rpc` start-up cheap
 
@@ -129,6 +160,13 @@ def _arg(args: dict[str, Any], key: str, kind: type[Any]) -> Any:
     value = args.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise UsageError(f"argument {key!r} must be a {kind.__name__}")
+    return value
+
+
+def _flag(args: dict[str, Any], key: str) -> bool:
+    value = args.get(key, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"argument {key!r} must be a boolean")
     return value
 
 
@@ -169,6 +207,8 @@ def serve_stream(server: RpcServer, stdin: BinaryIO, stdout: BinaryIO) -> int:
     """
     stdout.write(encode_hello(__version__))
     stdout.flush()
+    # After the hello, so a recovery that restarts an app cannot time out the greeting.
+    server.begin_session()
     while True:
         line = stdin.readline(MAX_LINE + 1)
         if not line:

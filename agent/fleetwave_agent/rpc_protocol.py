@@ -42,6 +42,9 @@ OPERATIONS = frozenset(
         "metrics",
         "snapshot",
         "ping",
+        "lease_acquire",
+        "lease_renew",
+        "lease_release",
     }
 )
 

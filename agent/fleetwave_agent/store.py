@@ -13,6 +13,7 @@ Layout under the store root (all names are part of the on-disk contract)::
                                            never shrinks it) + install order
     state/history.json                     releases that were current, oldest first
     state/journal.json                     the operation in progress, if any
+    state/bad.json                         releases that failed (see knownbad.py)
 
 Crash safety: staging first writes ``journal.json`` (temp file, fsync, rename,
 directory fsync), and every step is atomic or idempotent. ``current``
@@ -30,8 +31,9 @@ equals one of :data:`CRASH_POINTS`, the process SIGKILLs itself at that step. It
 read at each step and has no other effect; never set it in production.
 
 Constructing a store and reading ``current`` must stay cheap (every agent RPC session
-does it), so the package reader, the extractor, ``ctypes`` and ``shutil`` are imported
-where they are used.
+does it), so the package reader, the extractor and ``ctypes`` are imported where they
+are used. Tree walks and removals (:mod:`tree`) never recurse: a package's depth is
+its author's choice.
 """
 
 from __future__ import annotations
@@ -43,10 +45,8 @@ import json
 import os
 import re
 import signal
-import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +56,10 @@ from fleetwave_agent.errors import (
     ReleaseNotFoundError,
     StoreError,
 )
+from fleetwave_agent.knownbad import KnownBad
+from fleetwave_agent.tree import drift, remove_tree, seal_dirs
 from fleetwave_core.errors import LockedError
+from fleetwave_core.fsutil import TMP_PREFIX, atomic_write, fsync_dir
 
 if TYPE_CHECKING:
     from fleetwave_agent.digests import PayloadDigest
@@ -80,7 +83,6 @@ CRASH_POINTS = (
 )
 _HISTORY_MAX = 100
 _PACKAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
-_TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class ReleaseStore:
         self._journal = self.state_dir / "journal.json"
         self._ledger = self.state_dir / "ledger.json"
         self._history = self.state_dir / "history.json"
+        self.known_bad = KnownBad(self.state_dir / "bad.json")
         try:
             for directory in (
                 self.root,
@@ -173,7 +176,7 @@ class ReleaseStore:
         for name_dir in sorted(self._listdir(self.releases_dir)):
             parent = self.releases_dir / name_dir
             for entry in sorted(self._listdir(parent)):
-                if entry.endswith(".manifest") and not entry.startswith(_TMP_PREFIX):
+                if entry.endswith(".manifest") and not entry.startswith(TMP_PREFIX):
                     path = parent / entry.removesuffix(".manifest")
                     if path.is_dir() and not path.is_symlink():
                         found.append(self._load(path))
@@ -190,15 +193,22 @@ class ReleaseStore:
             raise StoreError(f"{self.current_link}: cannot read: {exc.strerror}") from None
         return self._load(self._resolve(target))
 
-    def previous(self) -> Release | None:
-        """The most recent release that was current before the current one."""
+    def previous(self, *, include_bad: bool = False) -> Release | None:
+        """The most recent release that was current before the current one.
+
+        Known-bad releases (:mod:`knownbad`) are skipped unless ``include_bad``: the
+        previous release is the last *good* one.
+        """
         current = self.current()
+        bad = set() if include_bad else {b.package_id for b in self.known_bad.all()}
         for rel in reversed(self._read_history()):
             path = self._resolve(rel)
             if current is not None and path == current.path:
                 continue
             if self._is_complete(path):
-                return self._load(path)
+                release = self._load(path)
+                if release.package_id not in bad:
+                    return release
         return None
 
     def get(self, version: str, name: str | None = None) -> Release:
@@ -218,39 +228,9 @@ class ReleaseStore:
 
     def verify_installed(self, release: Release) -> list[str]:
         """Drift since install: ``changed:``, ``mode:``, ``added:``, ``removed:`` lines."""
-        expected = {f.path: f for f in release.manifest.files}
-        dirs = {
-            "/".join(f.path.split("/")[:i])
-            for f in expected.values()
-            for i in range(1, f.path.count("/") + 1)
-        }
-        problems: list[str] = []
-        seen: set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(release.path):
-            base = Path(dirpath)
-            for entry in sorted([*dirnames, *filenames]):
-                full = base / entry
-                rel = full.relative_to(release.path).as_posix()
-                st = full.lstat()
-                if stat.S_ISDIR(st.st_mode):
-                    if rel not in dirs:
-                        problems.append(f"added: {rel}/")
-                    continue
-                spec = expected.get(rel)
-                if spec is None or not stat.S_ISREG(st.st_mode):
-                    problems.append(f"added: {rel}" if spec is None else f"changed: {rel} (type)")
-                    seen.add(rel)
-                    continue
-                seen.add(rel)
-                if stat.S_IMODE(st.st_mode) != spec.mode & 0o555:
-                    problems.append(
-                        f"mode: {rel} is {stat.S_IMODE(st.st_mode):o}, "
-                        f"expected {spec.mode & 0o555:o}"
-                    )
-                if st.st_size != spec.size or _sha256_file(full) != spec.sha256:
-                    problems.append(f"changed: {rel}")
-        problems.extend(f"removed: {p}" for p in sorted(set(expected) - seen))
-        return problems
+        return drift(
+            release.path, {f.path: (f.mode, f.size, f.sha256) for f in release.manifest.files}
+        )
 
     # ------------------------------------------------------------------ install
 
@@ -321,7 +301,7 @@ class ReleaseStore:
                 payload_digest=payload_digest,
             )
         except BaseException:
-            _remove_tree(staging)
+            remove_tree(staging)
             self._clear_journal()
             raise
         _crash_point("stage:extracted")
@@ -331,9 +311,9 @@ class ReleaseStore:
             # Undo now rather than leave it to recover(): the ledger entry may stay,
             # it binds this version to this very package id.
             with contextlib.suppress(OSError, StoreError):
-                _remove_tree(staging)
+                remove_tree(staging)
                 if not self._is_complete(target):
-                    _remove_tree(target)
+                    remove_tree(target)
                 self._clear_journal()
             raise
         self._clear_journal()
@@ -344,13 +324,13 @@ class ReleaseStore:
             self._record_install(manifest)
             _crash_point("stage:ledger")
             if target.exists() or target.is_symlink():
-                _remove_tree(target)  # an incomplete leftover: recover() would remove it too
+                remove_tree(target)  # an incomplete leftover: recover() would remove it too
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging, target)
-            _fsync_dir(target.parent)
-            _fsync_dir(self.staging_dir)
+            fsync_dir(target.parent)
+            fsync_dir(self.staging_dir)
             _crash_point("stage:renamed")
-            _seal_dirs(target)
+            seal_dirs(target)
             _crash_point("stage:sealed")
             self._write_bytes(_sidecar(target), manifest.canonical_bytes())
             _crash_point("stage:complete")
@@ -370,12 +350,12 @@ class ReleaseStore:
         if old is not None:
             self._record_history(self._rel(old.path))
         _crash_point("switch:prepared")
-        tmp = self.root / f"{_TMP_PREFIX}current-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp = self.root / f"{TMP_PREFIX}current-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             os.symlink(target, tmp)
             _crash_point("switch:linked")
             os.replace(tmp, self.current_link)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             _crash_point("switch:renamed")
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
@@ -397,36 +377,47 @@ class ReleaseStore:
             # The sidecar goes first: from then on the release is incomplete and
             # recover() finishes the removal if we crash half-way.
             _sidecar(release.path).unlink()
-            _fsync_dir(release.path.parent)
-            _remove_tree(release.path)
+            fsync_dir(release.path.parent)
+            remove_tree(release.path)
             with contextlib.suppress(FileNotFoundError):
                 self.incoming_path(release.package_id).unlink()
             removed.append(release)
         return removed
 
     def recover(self) -> list[str]:
-        """Finish or undo the journaled operation, then clear staging and leftovers."""
+        """Finish or undo the journaled operation, then clear staging and leftovers.
+
+        Never fails because of a leftover it cannot remove (too deep, a path over
+        PATH_MAX, a permission problem): that is reported in the returned actions and
+        retried next time, so one bad package cannot block every later operation.
+        """
         actions: list[str] = []
-        journal = self._read_json(self._journal, None)
+        try:
+            journal = self._read_json(self._journal, None)
+        except StoreError:
+            journal = "unreadable"
         if isinstance(journal, dict) and journal.get("op") == "stage":
-            target = self._resolve(str(journal.get("target", "")))
-            if self._is_complete(target):
+            try:
+                target: Path | None = self._resolve(str(journal.get("target", "")))
+            except StoreError:
+                target = None
+            if target is None:
+                actions.append("discarded a journal naming no release")
+            elif self._is_complete(target):
                 actions.append(f"stage of {self._rel(target)} had completed")
-            elif target.exists():
-                _remove_tree(target)
-                actions.append(f"removed incomplete release {self._rel(target)}")
+            elif target.exists() or target.is_symlink():
+                self._remove(target, "incomplete release", actions)
             else:
                 actions.append(f"abandoned stage of {self._rel(target)}")
         elif journal is not None:
             actions.append("discarded an unreadable journal")
         for entry in sorted(self._listdir(self.staging_dir)):
-            _remove_tree(self.staging_dir / entry)
-            actions.append(f"removed staging/{entry}")
-        for entry in sorted(self._listdir(self.root)):
-            if entry.startswith(_TMP_PREFIX):
-                _remove_tree(self.root / entry)
-                actions.append(f"removed {entry}")
-        actions.extend(self._sweep_releases())
+            self._remove(self.staging_dir / entry, "", actions)
+        for directory in (self.root, self.state_dir):
+            for entry in sorted(self._listdir(directory)):
+                if entry.startswith(TMP_PREFIX):
+                    self._remove(directory / entry, "", actions)
+        self._sweep_releases(actions)
         current = self.current()
         if current is not None and self._record_history(self._rel(current.path)):
             actions.append(f"recorded {self._rel(current.path)} as current in the history")
@@ -436,25 +427,31 @@ class ReleaseStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _sweep_releases(self) -> list[str]:
+    def _remove(self, path: Path, what: str, actions: list[str]) -> None:
+        """Remove a leftover and say so; a failure is reported, never raised."""
+        name = f"{what} {self._rel(path)}" if what else self._rel(path)
+        try:
+            remove_tree(path)
+        except OSError as exc:
+            actions.append(f"could not remove {name}: {exc.strerror}")
+        else:
+            actions.append(f"removed {name}")
+
+    def _sweep_releases(self, actions: list[str]) -> None:
         """Remove release directories without a sidecar, and sidecars without a directory."""
-        actions: list[str] = []
         current = os.path.realpath(self.current_link) if self.current_link.is_symlink() else None
         for name_dir in sorted(self._listdir(self.releases_dir)):
             parent = self.releases_dir / name_dir
             for entry in sorted(self._listdir(parent)):
                 path = parent / entry
-                if entry.startswith(_TMP_PREFIX):
-                    _remove_tree(path)
-                    actions.append(f"removed {self._rel(path)}")
+                if entry.startswith(TMP_PREFIX):
+                    self._remove(path, "", actions)
                 elif entry.endswith(".manifest"):
                     if not path.with_name(entry.removesuffix(".manifest")).is_dir():
                         path.unlink()
                         actions.append(f"removed orphan {self._rel(path)}")
                 elif not _sidecar(path).exists() and os.path.realpath(path) != current:
-                    _remove_tree(path)
-                    actions.append(f"removed incomplete release {self._rel(path)}")
-        return actions
+                    self._remove(path, "incomplete release", actions)
 
     def _release_path(self, manifest: Manifest) -> Path:
         return self.releases_dir / manifest.name / f"{manifest.version}-{manifest.package_id[:12]}"
@@ -535,7 +532,7 @@ class ReleaseStore:
     def _clear_journal(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._journal.unlink()
-            _fsync_dir(self.state_dir)
+            fsync_dir(self.state_dir)
 
     def _read_json(self, path: Path, default: Any) -> Any:
         try:
@@ -549,104 +546,12 @@ class ReleaseStore:
         self._write_bytes(path, json.dumps(data, sort_keys=True, indent=1).encode() + b"\n")
 
     def _write_bytes(self, path: Path, data: bytes) -> None:
-        """Write-temp, fsync, rename, fsync the directory: readers see old or new, never half."""
-        tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{os.getpid()}")
+        """Readers see the old content or the new, never half (see fsutil.atomic_write)."""
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            atomic_write(path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise StoreError(f"{path}: cannot write: {exc.strerror}") from None
 
 
 def _sidecar(release_path: Path) -> Path:
     return release_path.with_name(release_path.name + ".manifest")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _seal_dirs(root: Path) -> None:
-    """Make every directory of a release read-only, then flush the whole tree to disk."""
-    walk = sorted(os.walk(root), key=lambda w: -w[0].count(os.sep))
-    for dirpath, _, _ in walk:
-        os.chmod(dirpath, 0o555)
-    _flush_tree(root, walk)
-
-
-def _flush_tree(root: Path, walk: list[tuple[str, list[str], list[str]]]) -> None:
-    """Make every file and directory under ``root`` durable.
-
-    ``syncfs(2)`` flushes the file system in one call, where a fsync per file costs a
-    journal commit each and dominates installs of packages with many small files. It
-    runs before the release's manifest is written, which is what makes the release
-    complete, so a crash can never leave a complete release with unflushed data.
-    Without syncfs (not Linux) every file and directory is fsync'd instead.
-    """
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        syncfs = _syncfs()
-        if syncfs is not None and syncfs(fd) == 0:
-            return
-        for dirpath, _, filenames in walk:
-            for filename in filenames:
-                file_fd = os.open(os.path.join(dirpath, filename), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    os.fsync(file_fd)
-                finally:
-                    os.close(file_fd)
-            _fsync_dir(Path(dirpath))
-    finally:
-        os.close(fd)
-
-
-@cache
-def _syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs(2)``, or None where it is not available."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function: Callable[[int], int] = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    return function
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a (possibly read-only) tree; a missing path is fine."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-        return
-    if not path.exists():
-        return
-    for dirpath, _, _ in os.walk(path):
-        with contextlib.suppress(OSError):
-            os.chmod(dirpath, 0o700)
-    import shutil
-
-    shutil.rmtree(path)
-
-
-def _sha256_file(path: Path) -> str:
-    import hashlib  # OpenSSL's loading is ~3 ms; only verify_installed() hashes here
-
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -39,6 +39,10 @@ class ExitCode(enum.IntEnum):
     ENGINE_STALLED = 13
     #: A host could not be reached, or its agent session broke.
     TRANSPORT = 14
+    #: The agent refused to activate a release it saw fail before (give --force).
+    KNOWN_BAD_RELEASE = 15
+    #: Another deployment holds the host's lease; the message names it and its expiry.
+    LEASE_HELD = 16
     #: The deployment was rolled back.
     ROLLED_BACK = 20
     #: The rollback could not finish; the hosts left are listed.

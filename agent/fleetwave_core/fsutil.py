@@ -10,10 +10,14 @@ import contextlib
 import os
 from pathlib import Path
 
+#: Every temporary file :func:`atomic_write` creates starts with this, so a crash
+#: leftover is recognisable (the agent's release store sweeps such names).
+TMP_PREFIX = ".tmp-"
+
 
 def fsync_dir(path: Path) -> None:
     """fsync directory ``path`` so renames and creations in it survive a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -23,19 +27,26 @@ def fsync_dir(path: Path) -> None:
 def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644, durable: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory.
 
-    With ``durable`` (the default) the file and its directory are fsynced, so after a
-    crash ``path`` holds either its old content or ``data``.
+    The temporary file (``.tmp-NAME-PID-RANDOM``) is created exclusively and never
+    through a symlink, with exactly ``mode`` (whatever the umask). With ``durable``
+    (the default) the file and its directory are fsynced, so after a crash ``path``
+    holds either its old content or ``data``; without it a crash of the process still
+    leaves one or the other, but a power loss may lose the write. Raises OSError.
     """
     raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}-{os.urandom(4).hex()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
+        try:
+            os.fchmod(fd, mode)  # the umask may have narrowed O_CREAT's mode
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, mode)  # the umask may have narrowed O_CREAT's mode
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

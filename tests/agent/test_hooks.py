@@ -113,11 +113,11 @@ def test_output_is_capped_to_the_tail(tmp_path: Path) -> None:
         _sh("i=0; while [ $i -lt 3000 ]; do echo line$i; i=$((i+1)); done"),
         _ctx(tmp_path),
         log,
-        max_output_bytes=1024,
+        max_output_bytes=2048,  # ~26 KB of output stays under the 32 KB runaway limit
     )
     assert result.ok
     data = log.read_bytes()
-    assert len(data) < 1200
+    assert len(data) < 2200
     assert b"earlier bytes dropped" in data
     assert data.rstrip().endswith(b"line2999")
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
-from fleetwave_agent.errors import ChecksumError, ReleaseNotFoundError, StoreError
+from fleetwave_agent import store as store_module
+from fleetwave_agent.errors import ChecksumError, PackageError, ReleaseNotFoundError, StoreError
 from fleetwave_agent.store import ReleaseStore
+from fleetwave_agent.tree import remove_tree
 from fleetwave_core.errors import LockedError
+from fleetwave_core.fsutil import TMP_PREFIX
 
 from .conftest import NOW, Keys
+from .craft import Member, craft
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +176,82 @@ def test_recover_removes_leftovers(tmp_path: Path, keys: Keys, build) -> None:
 def test_keep_must_protect_current_and_previous(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="keep"):
         ReleaseStore(tmp_path / "root", keep=1)
+
+
+DEPTH = 1_100  # deeper than Python's default recursion limit
+
+
+@pytest.fixture
+def deep_cleanup(tmp_path: Path):
+    """pytest's own tmp_path cleanup recurses: remove deep trees without recursion."""
+    yield
+    remove_tree(tmp_path)
+
+
+def _deep(root: Path, depth: int = DEPTH) -> Path:
+    """Make ``root/d/d/.../d`` ``depth`` levels deep; return the innermost directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    inner = str(root)
+    for _ in range(depth):  # os.makedirs recurses once per level
+        inner = os.path.join(inner, "d")
+        os.mkdir(inner)
+    Path(inner, "f").write_bytes(b"deep\n")
+    return Path(inner)
+
+
+@pytest.mark.usefixtures("deep_cleanup")
+def test_deeply_nested_signed_package_never_bricks_the_store(
+    tmp_path: Path, keys: Keys, build
+) -> None:
+    store = ReleaseStore(tmp_path / "root")
+    install(store, build("1.0"), keys)
+    deep = tmp_path / "deep.fwpkg"
+    craft(deep, [Member("d/" * DEPTH + "f", b"deep\n")], keys.private, version="2.0")
+    with store.lock():
+        try:  # refusing it (a depth limit) is as good as installing it; a crash is not
+            release = store.stage(deep, keys.keyring, now=NOW)
+        except PackageError:
+            pass
+        else:
+            assert store.verify_installed(release) == []
+            store.switch(release)
+            store.switch(store.get("1.0"))
+        store.recover()
+        store.gc()
+    install(store, build("3.0"), keys)
+    assert store.current() is not None
+    assert store.current().version == "3.0"  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("deep_cleanup")
+def test_recover_clears_deep_leftovers_and_atomic_write_temporaries(tmp_path: Path) -> None:
+    store = ReleaseStore(tmp_path / "root")
+    _deep(store.staging_dir / "junk")
+    half = store.releases_dir / "app" / "9.9-000000000000"
+    _deep(half)
+    for sealed in (half, half / "d"):
+        sealed.chmod(0o555)
+    (store.state_dir / f"{TMP_PREFIX}ledger.json-1-abcd").write_bytes(b"{")
+    (store.state_dir / "journal.json").write_text(
+        '{"op": "stage", "staging": "staging/junk", "target": "releases/app/9.9-000000000000"}'
+    )
+    actions = store.recover()
+    assert "removed staging/junk" in actions
+    assert f"removed state/{TMP_PREFIX}ledger.json-1-abcd" in actions
+    assert not half.exists()
+    assert list(store.staging_dir.iterdir()) == []
+    assert store.recover() == []
+
+
+def test_recover_reports_a_leftover_it_cannot_remove_and_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ReleaseStore(tmp_path / "root")
+    (store.staging_dir / "stuck").mkdir()
+
+    def refuse(path: Path) -> None:
+        raise OSError(errno.ENAMETOOLONG, "File name too long")
+
+    monkeypatch.setattr(store_module, "remove_tree", refuse)
+    actions = store.recover()
+    assert actions == ["could not remove staging/stuck: File name too long"]
