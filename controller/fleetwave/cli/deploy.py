@@ -25,7 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fleetwave.errors import JournalError, LockedError, UsageError
+from fleetwave.errors import (
+    ConfigError,
+    JournalError,
+    LockedError,
+    PackageRefusedError,
+    UsageError,
+)
 from fleetwave.observe.events import EventSink, FanOut, JsonLinesFile, JsonLinesStream, PlainLines
 from fleetwave.planning.codec import plan_from_dict, plan_to_dict
 from fleetwave.rollout.gates import Gates, WindowGate
@@ -313,6 +319,34 @@ def _exit_for(row: DeploymentRow) -> int:
     return EXIT_BY_RESULT[result] if result is not None else ExitCode.ERROR
 
 
+def verify_for_deploy(pipeline: Any, package: Path, *, now: float) -> Any:
+    """The package's manifest once the agent's complete check passes against the
+    pipeline's ``deploy.trust`` keys (signature, revocation, expiry, limits, checksums).
+
+    Runs before anything is touched: a package every agent would refuse must not drain
+    hosts one by one and spend the failure budget. Raises ConfigError without
+    ``deploy.trust`` and PackageRefusedError (the agent's exit code) for a bad package.
+    """
+    from fleetwave_agent.errors import PackageError
+    from fleetwave_agent.keys import Keyring
+    from fleetwave_agent.package import verify_package
+
+    trust = pipeline.deploy.trust
+    if not trust:
+        raise ConfigError(
+            f"{pipeline.path}: deploy.trust names no key: add the public keys packages "
+            "are signed with (e.g. `deploy: {trust: [keys/release.pub]}`); without them "
+            "a bad package is only refused by each host after it was drained"
+        )
+    keyring = Keyring.from_paths(trust)
+    try:
+        return verify_package(package, keyring, now=now)
+    except PackageError as exc:
+        raise PackageRefusedError(
+            f"package refused before touching any host: {exc}", exit_code=exc.exit_code
+        ) from exc
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -320,10 +354,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """Plan the pipeline, confirm, and run the whole deployment."""
     from fleetwave.cli.plan import render_plan
     from fleetwave.planning.planner import plan_pipeline
-    from fleetwave_agent.package import read_manifest
 
     ctx = _context(args.file)
-    manifest = read_manifest(args.package)
+    manifest = verify_for_deploy(ctx.pipeline, args.package, now=time.time())
     plan = plan_pipeline(ctx.pipeline)
     if not args.yes:
         if not sys.stdin.isatty():

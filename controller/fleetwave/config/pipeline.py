@@ -338,6 +338,9 @@ def _deploy(raw: Mapping[str, Any], path: Path, loc: Locator) -> DeploySettings:
         load_balancers=tuple(balancers),
         drain_timeout_s=raw.get("drain_timeout", defaults.drain_timeout_s),
         state_dir=state_dir,
+        trust=tuple(
+            _relative(k, f"deploy.trust[{i}]", loc) for i, k in enumerate(raw.get("trust", []))
+        ),
     )
 
 

@@ -45,3 +45,9 @@ class DeploySettings:
     state_dir: Path = Path(
         ".fleetwave"
     )  # journal, locks, event log (relative: to the pipeline file)
+    # Public keys a package must be signed by (the agent's keyring format); ``deploy``
+    # refuses to start without them. Relative paths: to the file that names them.
+    trust: tuple[Path, ...] = ()
+    # The host lease (``rollout/lease.py``): how long a host stays fenced for this
+    # deployment after the controller's last renewal (renewed every third of it).
+    lease_ttl_s: float = 120.0

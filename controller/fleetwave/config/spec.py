@@ -188,6 +188,10 @@ _DEPLOY = Obj(
         ),
         Field("drain_timeout", Duration()),
         Field("state_dir", Str()),
+        Field(
+            "trust",
+            ListOf(Str(description="public key file a package must be signed by")),
+        ),
     ),
 )
 
