@@ -32,11 +32,18 @@ from fleetwave.errors import (
     PackageRefusedError,
     UsageError,
 )
-from fleetwave.observe.events import EventSink, FanOut, JsonLinesFile, JsonLinesStream, PlainLines
+from fleetwave.observe.events import (
+    EventSink,
+    FanOut,
+    JsonLinesFile,
+    JsonLinesStream,
+    Note,
+    PlainLines,
+)
 from fleetwave.planning.codec import plan_from_dict, plan_to_dict
 from fleetwave.rollout.gates import Gates, WindowGate
 from fleetwave.rollout.journal import KILL_ENV, DeploymentRow, Journal, KillPoint
-from fleetwave.rollout.lock import DeploymentLock
+from fleetwave.rollout.lock import DeploymentLock, Takeover, TakeoverReason
 from fleetwave.rollout.runner import DeploymentInfo, Runner, controller_id, replay
 from fleetwave.rollout.state import FAILED, Phase
 from fleetwave.rollout.types import Finish, Result
@@ -181,16 +188,25 @@ def _locked(
         force_unlock=getattr(args, "force_unlock", None),
     )
     if cleared is not None:
-        ctx.journal.audit(
-            cleared.deployment_id,
-            "force_unlock",
-            {"cleared": cleared.__dict__, "by": _user(), "controller": controller_id()},
-            time.time(),
-        )
+        detail = {"cleared": cleared.holder.__dict__, "by": _user(), "controller": controller_id()}
+        now = time.time()
+        ctx.journal.audit(cleared.holder.deployment_id, cleared.reason.value, detail, now)
+        log = JsonLinesFile(ctx.state_dir / EVENT_LOG)
+        try:
+            log.emit(Note(cleared.holder.deployment_id or "-", now, _takeover_note(cleared)))
+        finally:
+            log.close()
+        print(f"fleetwave: {_takeover_note(cleared)}", file=sys.stderr)
     try:
         yield lock
     finally:
         lock.release()
+
+
+def _takeover_note(cleared: Takeover) -> str:
+    if cleared.reason is TakeoverReason.FORCED:
+        return f"lock: forced unlock of {cleared.holder.describe()}"
+    return f"lock: took over the stale {cleared.holder.describe()}: its process is gone"
 
 
 def _runner(ctx: _Context, row_or_info: DeploymentInfo, sink: EventSink, metrics: Any) -> Runner:
