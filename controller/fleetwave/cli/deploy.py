@@ -43,6 +43,7 @@ from fleetwave.observe.events import (
 from fleetwave.planning.codec import plan_from_dict, plan_to_dict
 from fleetwave.rollout.gates import Gates, WindowGate
 from fleetwave.rollout.journal import KILL_ENV, DeploymentRow, Journal, KillPoint
+from fleetwave.rollout.lease import LeaseKeeper
 from fleetwave.rollout.lock import DeploymentLock, Takeover, TakeoverReason
 from fleetwave.rollout.runner import DeploymentInfo, Runner, controller_id, replay
 from fleetwave.rollout.state import FAILED, Phase
@@ -225,6 +226,13 @@ def _runner(ctx: _Context, row_or_info: DeploymentInfo, sink: EventSink, metrics
             ),
         )
     )
+    dep = row_or_info.deployment_id
+    leases = LeaseKeeper(
+        dep,
+        controller_id(),
+        ctx.pipeline.deploy.lease_ttl_s,
+        note=lambda message: sink.emit(Note(dep, time.time(), message)),
+    )
     return Runner(
         row_or_info,
         journal=ctx.journal,
@@ -232,6 +240,7 @@ def _runner(ctx: _Context, row_or_info: DeploymentInfo, sink: EventSink, metrics
         balancers=balancers,
         gates=gates,
         sink=sink,
+        leases=leases,
     )
 
 

@@ -110,7 +110,7 @@ class DeploymentRow:
     package_id: str
     package_path: str
     plan: dict[str, Any]
-    state: str  # running | rolling_back | finished | aborted
+    state: str  # running | rolling_back | finished | aborted | interrupted | refused
     result: str | None
     reason: str | None
     started_at: float
@@ -232,7 +232,7 @@ class Journal:
         reason: str | None = None,
         controller: str | None = None,
     ) -> None:
-        finished = now if state in ("finished", "aborted") else None
+        finished = now if state in ("finished", "aborted", "refused") else None
         with self._write() as db:
             db.execute(
                 "UPDATE deployments SET state=?, result=COALESCE(?, result),"

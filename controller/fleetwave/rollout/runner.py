@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from fleetwave.errors import (
     EngineStalledError,
     FleetwaveError,
+    LeaseRefusedError,
     LoadBalancerError,
     RemoteAgentError,
     TransportError,
@@ -40,6 +41,7 @@ from fleetwave.planning.model import HostRef, Plan
 from fleetwave.rollout.engine import decide
 from fleetwave.rollout.gates import BakeTarget, Gates
 from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.lease import LeaseKeeper
 from fleetwave.rollout.state import FAILED, INFLIGHT, HostPhase, Phase, State, initial_state
 from fleetwave.rollout.types import (
     Action,
@@ -133,6 +135,7 @@ class Runner:
         clock: Clock | None = None,
         sink: EventSink | None = None,
         request_poll_s: float | None = 1.0,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self.info = info
         self.journal = journal
@@ -142,6 +145,7 @@ class Runner:
         self.clock = clock or SystemClock()
         self.sink = sink
         self.request_poll_s = request_poll_s
+        self.leases = leases
         self.state: State = initial_state(info.plan)
         self._hosts = {h.name: h for h in info.plan.hosts()}
         self._sessions: dict[str, AgentSession] = {}
@@ -153,6 +157,13 @@ class Runner:
 
     async def run(self) -> Finish:
         """Start a new deployment (already created in the journal)."""
+        try:
+            await self._take_leases()
+        except LeaseRefusedError as exc:
+            # Nothing was done: the row says so, and ``resume`` can start it later.
+            dep = self.info.deployment_id
+            self.journal.set_state(dep, "refused", now=self.clock.now(), reason=str(exc))
+            raise
         return await self._loop([DeploymentStarted()])
 
     async def resume(self, extra: list[Event] | None = None) -> Finish:
@@ -160,6 +171,7 @@ class Runner:
         self.replay()
         if self.state.phase is Phase.FINISHED and not extra:
             return self._finished_action()
+        await self._take_leases()
         if self.state.phase is Phase.PENDING:
             # The crash came before the first decision: nothing was done yet.
             return await self._loop([DeploymentStarted(), *(extra or [])])
@@ -173,6 +185,12 @@ class Runner:
     def request_rollback(self, reason: str, by: str) -> None:
         """Ask the running loop to roll back (from a signal handler or another task)."""
         self._queue.put_nowait(RollbackRequested(reason, by))
+
+    async def _take_leases(self) -> None:
+        """Lease every host before the first step (LeaseRefusedError: another
+        deployment holds one; nothing was touched)."""
+        if self.leases is not None:
+            await self.leases.start(self._hosts.values(), self._session)
 
     def replay(self) -> State:
         """Rebuild the engine state from the journal's recorded events."""
@@ -266,6 +284,9 @@ class Runner:
         poller = None
         if self.request_poll_s is not None:
             poller = asyncio.create_task(self._poll_requests(self.request_poll_s))
+        renewer = None
+        if self.leases is not None:
+            renewer = asyncio.create_task(self.leases.renew_forever())
         try:
             while True:
                 item = await self._queue.get()
@@ -291,6 +312,8 @@ class Runner:
                                 dep, now, "finished", action.result, action.rollback_reason
                             )
                         )
+                        if self.leases is not None:
+                            await self.leases.release_all()
                         return action
                     self._spawn(action)
                 if not self._tasks and self._queue.empty():
@@ -299,13 +322,10 @@ class Runner:
                         f"after {type(item).__name__}; the journal is intact, try resume"
                     )
         finally:
-            if poller is not None:
-                poller.cancel()
-            for task in list(self._tasks):
+            background = [t for t in (poller, renewer) if t is not None]
+            for task in [*background, *self._tasks]:
                 task.cancel()
-            await asyncio.gather(
-                *self._tasks, *([poller] if poller else []), return_exceptions=True
-            )
+            await asyncio.gather(*self._tasks, *background, return_exceptions=True)
             await self._close_sessions()
 
     def _spawn(self, action: Action) -> None:
@@ -442,6 +462,8 @@ class Runner:
         host: HostRef,
         before: list[BeforeRelease],
     ) -> Event:
+        if self.leases is not None:
+            await self.leases.ensure(host)  # before anything changes on the host
         if isinstance(action, DrainHost):
             assert host.lb is not None  # the engine drains only hosts with a balancer
             drained = await self._lb(host).drain(host.lb, timeout_s=self.info.drain_timeout_s)
@@ -449,6 +471,8 @@ class Runner:
                 raise LoadBalancerError(f"{host.lb}: still {drained.state.value} after drain")
             return HostDrained(host.name)
         session = await self._session(host)
+        if self.leases is not None:
+            session = self.leases.session(session)  # every mutating call names the lease
         if isinstance(action, InstallOnHost):
             status = await session.call("status", {"probe_health": False})
             prev = release_version(status.get("current"))
