@@ -214,3 +214,63 @@ def test_named_kill_point_fires_on_the_nth_matching_write_only(tmp_path: Path) -
     assert fired == [1]
     j.record_fact("d", "h3", "before", {"release": "v1"}, 5.0)
     assert fired == [1]
+
+
+def _journal_with_deployment(path: Path, **kwargs: object) -> Journal:
+    j = Journal(path, **kwargs)  # type: ignore[arg-type]
+    j.create_deployment(
+        deployment_id="d",
+        pipeline="p",
+        environment="e",
+        package_id="x",
+        package_path="/x",
+        plan={},
+        now=0.0,
+        controller="c",
+    )
+    return j
+
+
+def test_a_transaction_commits_all_or_nothing(tmp_path: Path) -> None:
+    j = _journal_with_deployment(tmp_path / "j.db")
+
+    def failing_decision() -> None:
+        with j.transaction():
+            j.record_event("d", RollbackRequested("a", "b"), 1.0)
+            raise RuntimeError("decide failed")
+
+    with pytest.raises(RuntimeError):
+        failing_decision()
+    assert j.steps("d") == []
+    with j.transaction():
+        j.record_event("d", RollbackRequested("a", "b"), 1.0)
+        with j.transaction():  # nested: joins the outer one
+            j.record_fact("d", "h1", "before", {"release": "v1"}, 1.0)
+        # another connection sees nothing before the commit
+        other = Journal(tmp_path / "j.db")
+        assert other.steps("d") == []
+        other.close()
+    assert [s.kind for s in j.steps("d")] == ["event", "fact"]
+
+
+class _Killed(Exception):
+    pass
+
+
+def _raise_killed() -> None:
+    raise _Killed
+
+
+def test_a_kill_point_inside_a_transaction_fires_after_its_commit(tmp_path: Path) -> None:
+    j = _journal_with_deployment(
+        tmp_path / "j.db", kill_at=KillPoint(1, "event", "RollbackRequested"), on_kill=_raise_killed
+    )
+
+    def decision() -> None:
+        with j.transaction():
+            j.record_event("d", RollbackRequested("a", "b"), 1.0)
+            j.record_fact("d", "h1", "before", {"release": "v1"}, 1.0)
+
+    with pytest.raises(_Killed):
+        decision()
+    assert [s.kind for s in j.steps("d")] == ["event", "fact"]  # both durable

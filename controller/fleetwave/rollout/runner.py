@@ -293,20 +293,9 @@ class Runner:
                 if isinstance(item, BaseException):
                     raise item
                 now = self.clock.now()
-                self.journal.record_event(dep, item, now)
-                before = self.state
-                self.state, actions = decide(self.state, item, now)
-                self._observe(before, self.state, now)
+                actions = self._decide(item, now)  # durable before any action starts
                 for action in actions:
-                    self.journal.record_intent(dep, action, now)
                     if isinstance(action, Finish):
-                        self.journal.set_state(
-                            dep,
-                            "finished",
-                            now=now,
-                            result=action.result.value,
-                            reason=action.rollback_reason,
-                        )
                         self._emit(
                             DeploymentChanged(
                                 dep, now, "finished", action.result, action.rollback_reason
@@ -327,6 +316,30 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*self._tasks, *background, return_exceptions=True)
             await self._close_sessions()
+
+    def _decide(self, item: Event, now: float) -> list[Action]:
+        """One decision, journalled as one commit: the event, the state change, and
+        the intent of every action up to the Finish (the rest is never carried out)."""
+        dep = self.info.deployment_id
+        taken: list[Action] = []
+        with self.journal.transaction():
+            self.journal.record_event(dep, item, now)
+            before = self.state
+            self.state, actions = decide(self.state, item, now)
+            self._observe(before, self.state, now)
+            for action in actions:
+                self.journal.record_intent(dep, action, now)
+                taken.append(action)
+                if isinstance(action, Finish):
+                    self.journal.set_state(
+                        dep,
+                        "finished",
+                        now=now,
+                        result=action.result.value,
+                        reason=action.rollback_reason,
+                    )
+                    break
+        return taken
 
     def _spawn(self, action: Action) -> None:
         task = asyncio.create_task(self._carry_out(action))
