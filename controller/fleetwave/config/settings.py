@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: Bounds of ``deploy.lease_ttl``; the agent refuses leases longer than an hour.
+MIN_LEASE_TTL_S = 3.0
+MAX_LEASE_TTL_S = 3600.0
+
 
 @dataclass(frozen=True)
 class SshSettings:

@@ -192,6 +192,7 @@ _DEPLOY = Obj(
             "trust",
             ListOf(Str(description="public key file a package must be signed by")),
         ),
+        Field("lease_ttl", Duration(description="host lease: expiry after the last renewal")),
     ),
 )
 
