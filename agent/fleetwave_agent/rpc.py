@@ -10,24 +10,23 @@ in-process fleet drive the very same code from an asyncssh server.
 
 Operations and their arguments -> results:
 
-=====================  ============================  =================================
-``ping``               ``{}``                        ``{"pong": true, "agent_version"}``
-``has_package``        ``{package_id}``              ``{"present": bool}``
-``upload``             ``{package_id, size, lease?}``  ``{"stored": bool, "present": true}``
+=====================  ================================  =================================
+``ping``               ``{}``                            ``{"pong": true, "agent_version"}``
+``has_package``        ``{package_id}``                  ``{"present": bool}``
+``upload``             ``{package_id, size, lease?}``    ``{"stored": bool, "present": true}``
                        + ``size`` raw bytes
-``install``            ``{package_id, lease?}``      the operation record
-``activate``           ``{version, name?, lease?}``  the operation record
-``rollback``           ``{force?: bool, lease?}``    the operation record
-``status``             ``{probe_health?: bool}``     see ``Agent.status``
-``verify_installed``   ``{}``                        ``{"version", "ok", "drift"}``
-``gc``                 ``{lease?}``                  ``{"removed": [...]}``
-``lease_acquire``      ``{deployment_id,             ``{"lease", "resumed", "replaced"}``
+``install``            ``{package_id, lease?}``          the operation record
+``activate``           ``{version, name?, lease?}``      the operation record
+``rollback``           ``{force?: bool, lease?}``        the operation record
+``status``             ``{probe_health?: bool}``         see ``Agent.status``
+``verify_installed``   ``{}``                            ``{"version", "ok", "drift"}``
+``gc``                 ``{lease?}``                      ``{"removed": [...]}``
+``lease_acquire``      ``{deployment_id,                 ``{"lease", "resumed", "replaced"}``
                        controller_id, ttl_s}``
-``lease_renew``        ``{deployment_id, ttl_s}``    ``{"lease"}``
-``lease_release``      ``{deployment_id}``           ``{"released": bool}``
-``metrics``            ``{}``                        ``{"text": Prometheus exposition}``
-``snapshot``           ``{}``                        standard metrics as JSON (:mod:`snapshot`)
-=====================  ============================  =================================
+``lease_renew``        ``{deployment_id, ttl_s}``        ``{"lease"}``
+``lease_release``      ``{deployment_id}``               ``{"released": bool}``
+``metrics``            ``{}``                            ``{"text": Prometheus exposition}``
+=====================  ================================  =================================
 
 Uploads: the controller calls ``has_package`` first and sends ``upload`` only when the
 agent lacks the package, so a package already present costs no transfer. (If it is
@@ -149,10 +148,6 @@ class RpcServer:
             from fleetwave_agent.exporter import render_snapshot  # lazy: keeps `rpc` start-up cheap
 
             return {"text": render_snapshot(self.ops)}
-        if op == "snapshot":
-            from fleetwave_agent.snapshot import snapshot  # lazy, as for metrics
-
-            return snapshot(self.ops)
         raise RpcProtocolError(f"unknown operation {op!r}")
 
 

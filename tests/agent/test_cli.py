@@ -153,3 +153,22 @@ def test_config_errors_and_missing_trust(tmp_path: Path, make_package: PackageBu
     )
     assert proc.returncode == ConfigError.exit_code
     assert "missing.yaml: file not found" in _one_error_line(proc)
+
+
+def test_trust_is_repeatable_for_a_key_rotation(
+    tmp_path: Path, make_package: PackageBuilder, keypair: tuple[Path, Path]
+) -> None:
+    """Old and new key trusted together while a rotation runs; every given key counts."""
+    from fleetwave_agent.keys import generate_keypair
+
+    _, new_pub = generate_keypair(tmp_path / "newkey", "new")
+    root = tmp_path / "root"
+    package = make_package("1")  # signed by the old key, given first or last below
+    for order in ([new_pub, keypair[1]], [keypair[1], new_pub]):
+        args: list[str | Path] = ["--root", root]
+        for key in order:
+            args += ["--trust", key]
+        proc = run(*args, "install", package)
+        assert proc.returncode == 0, proc.stderr
+    refused = run("--root", root, "--trust", new_pub, "install", make_package("2"))
+    assert refused.returncode == IntegrityError.exit_code
