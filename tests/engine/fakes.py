@@ -83,7 +83,9 @@ class FakeSession:
             return {"ok": True}
         raise AssertionError(op)
 
-    async def ensure_package(self, path: Path, package_id: str) -> bool:
+    async def ensure_package(
+        self, path: Path, package_id: str, *, lease: str | None = None
+    ) -> bool:
         if package_id in self.agent.packages:
             return False
         self.agent.packages.add(package_id)

@@ -84,6 +84,7 @@ class Lab:
                 ],
                 "drain_timeout": "10s",
                 "state_dir": "state",
+                "trust": [str(self.public)],
             },
             "unit": "az",
             "rolling": {

@@ -24,6 +24,7 @@ from fleetwave.config.spec import OverrideTarget
 from fleetwave.errors import (
     EngineStalledError,
     FleetwaveError,
+    LeaseRefusedError,
     LoadBalancerError,
     RemoteAgentError,
     TransportError,
@@ -45,6 +46,7 @@ from fleetwave.planning.model import HostRef, Plan
 from fleetwave.rollout.engine import decide
 from fleetwave.rollout.gates import BakeTarget, Gates
 from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.lease import LeaseKeeper
 from fleetwave.rollout.state import FAILED, INFLIGHT, HostPhase, Phase, State, initial_state
 from fleetwave.rollout.types import (
     Action,
@@ -143,6 +145,7 @@ class Runner:
         request_poll_s: float | None = 1.0,
         watcher: Watcher | None = None,
         post_deploy_watch_s: float = 0.0,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self.info = info
         self.journal = journal
@@ -156,6 +159,7 @@ class Runner:
         #: Closed by the caller with the transport (the watcher's own transport).
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.post_deploy_watch_s = post_deploy_watch_s
+        self.leases = leases
         self.state: State = initial_state(info.plan)
         self._hosts = {h.name: h for h in info.plan.hosts()}
         self._sessions: dict[str, AgentSession] = {}
@@ -168,6 +172,13 @@ class Runner:
     async def run(self, extra: list[Event] | None = None) -> Finish:
         """Start a new deployment (already created in the journal); ``extra`` events
         (an override) are decided right after the start."""
+        try:
+            await self._take_leases()
+        except LeaseRefusedError as exc:
+            # Nothing was done: the row says so, and ``resume`` can start it later.
+            dep = self.info.deployment_id
+            self.journal.set_state(dep, "refused", now=self.clock.now(), reason=str(exc))
+            raise
         return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
 
     async def resume(self, extra: list[Event] | None = None) -> Finish:
@@ -175,6 +186,7 @@ class Runner:
         self.replay()
         if self.state.phase is Phase.FINISHED and not extra:
             return self._finished_action()
+        await self._take_leases()
         if self.state.phase is Phase.PENDING:
             # The crash came before the first decision: nothing was done yet.
             return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
@@ -188,6 +200,12 @@ class Runner:
     def request_rollback(self, reason: str, by: str) -> None:
         """Ask the running loop to roll back (from a signal handler or another task)."""
         self._queue.put_nowait(RollbackRequested(reason, by))
+
+    async def _take_leases(self) -> None:
+        """Lease every host before the first step (LeaseRefusedError: another
+        deployment holds one; nothing was touched)."""
+        if self.leases is not None:
+            await self.leases.start(self._hosts.values(), self._session)
 
     def replay(self) -> State:
         """Rebuild the engine state from the journal's recorded events."""
@@ -284,32 +302,26 @@ class Runner:
         watch = None
         if self.watcher is not None:
             watch = asyncio.create_task(self._watch(self.watcher))
+        renewer = None
+        if self.leases is not None:
+            renewer = asyncio.create_task(self.leases.renew_forever())
         try:
             while True:
                 item = await self._queue.get()
                 if isinstance(item, BaseException):
                     raise item
                 now = self.clock.now()
-                self.journal.record_event(dep, item, now)
                 self._observe_input(item, now)
-                before = self.state
-                self.state, actions = decide(self.state, item, now)
-                self._observe(before, self.state, now)
+                actions = self._decide(item, now)  # durable before any action starts
                 for action in actions:
-                    self.journal.record_intent(dep, action, now)
                     if isinstance(action, Finish):
-                        self.journal.set_state(
-                            dep,
-                            "finished",
-                            now=now,
-                            result=action.result.value,
-                            reason=action.rollback_reason,
-                        )
                         self._emit(
                             DeploymentChanged(
                                 dep, now, "finished", action.result, action.rollback_reason
                             )
                         )
+                        if self.leases is not None:
+                            await self.leases.release_all()
                         return action
                     self._spawn(action)
                 if not self._tasks and self._queue.empty():
@@ -318,11 +330,35 @@ class Runner:
                         f"after {type(item).__name__}; the journal is intact, try resume"
                     )
         finally:
-            extras = [t for t in (poller, watch) if t is not None]
-            for task in [*self._tasks, *extras]:
+            background = [t for t in (poller, watch, renewer) if t is not None]
+            for task in [*background, *self._tasks]:
                 task.cancel()
-            await asyncio.gather(*self._tasks, *extras, return_exceptions=True)
+            await asyncio.gather(*self._tasks, *background, return_exceptions=True)
             await self._close_sessions()
+
+    def _decide(self, item: Event, now: float) -> list[Action]:
+        """One decision, journalled as one commit: the event, the state change, and
+        the intent of every action up to the Finish (the rest is never carried out)."""
+        dep = self.info.deployment_id
+        taken: list[Action] = []
+        with self.journal.transaction():
+            self.journal.record_event(dep, item, now)
+            before = self.state
+            self.state, actions = decide(self.state, item, now)
+            self._observe(before, self.state, now)
+            for action in actions:
+                self.journal.record_intent(dep, action, now)
+                taken.append(action)
+                if isinstance(action, Finish):
+                    self.journal.set_state(
+                        dep,
+                        "finished",
+                        now=now,
+                        result=action.result.value,
+                        reason=action.rollback_reason,
+                    )
+                    break
+        return taken
 
     def _spawn(self, action: Action) -> None:
         task = asyncio.create_task(self._carry_out(action))
@@ -481,6 +517,8 @@ class Runner:
         host: HostRef,
         before: list[BeforeRelease],
     ) -> Event:
+        if self.leases is not None:
+            await self.leases.ensure(host)  # before anything changes on the host
         if isinstance(action, DrainHost):
             assert host.lb is not None  # the engine drains only hosts with a balancer
             drained = await self._lb(host).drain(host.lb, timeout_s=self.info.drain_timeout_s)
@@ -488,6 +526,8 @@ class Runner:
                 raise LoadBalancerError(f"{host.lb}: still {drained.state.value} after drain")
             return HostDrained(host.name)
         session = await self._session(host)
+        if self.leases is not None:
+            session = self.leases.session(session)  # every mutating call names the lease
         if isinstance(action, InstallOnHost):
             status = await session.call("status", {"probe_health": False})
             prev = release_version(status.get("current"))
