@@ -73,9 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_verify_installed)
 
-    p = sub.add_parser("gc", help="remove old releases beyond keep_releases")
+    p = sub.add_parser("gc", help="keep keep_releases releases, remove uploads already installed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_gc)
+
+    for command, verb in (("pin", "keep"), ("unpin", "stop keeping")):
+        p = sub.add_parser(command, help=f"{verb} an installed release whatever gc would do")
+        p.add_argument("version")
+        p.add_argument("--name", help="package name, when the root holds several")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=_pin, pinned=command == "pin")
 
     p = sub.add_parser("lease", help="show the host's lease (which deployment may change it)")
     p.add_argument(
@@ -167,8 +174,18 @@ def _status(args: argparse.Namespace) -> int:
         f"root       {data['root']}",
         _release_line("current", data["current"]),
         _release_line("previous", data["previous"]),
-        "releases   " + (", ".join(r["version"] for r in data["releases"]) or "-"),
     ]
+    for rel in data["releases"]:
+        pin = "  pinned" if rel["pinned"] else ""
+        lines.append(
+            f"release    {rel['name']} {rel['version']}  ({rel['package_id'][:12]})  "
+            f"{_size(rel['bytes'])}{pin}"
+        )
+    disk = data["disk_bytes"]
+    lines.append(
+        f"disk       releases {_size(disk['releases'])} ({len(data['releases'])} kept, "
+        f"keep_releases {data['keep_releases']}), uploads {_size(disk['uploads'])}"
+    )
     for bad in data["bad_releases"]:
         lines.append(
             f"bad        {bad['name']} {bad['version']}  ({bad['package_id'][:12]}): "
@@ -187,6 +204,17 @@ def _status(args: argparse.Namespace) -> int:
         lines.append(f"health     {check['name']}: {state} ({check['detail']})")
     _emit(args, data, "\n".join(lines))
     return 0
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def _lease_line(lease: dict[str, Any] | None) -> str:
@@ -232,8 +260,26 @@ def _verify_installed(args: argparse.Namespace) -> int:
 
 def _gc(args: argparse.Namespace) -> int:
     data = _agent(args).gc()
-    removed = [r["version"] for r in data["removed"]]
-    _emit(args, data, "removed " + ", ".join(removed) if removed else "nothing to remove")
+    removed = [f"{r['name']} {r['version']}" for r in data["removed"]]
+    removed += [f"upload {i[:12]}" for i in data["removed_uploads"]]
+    text = (
+        f"removed {', '.join(removed)}; freed {_size(data['freed_bytes'])}"
+        if removed
+        else "nothing to remove"
+    )
+    _emit(args, data, text)
+    return 0
+
+
+def _pin(args: argparse.Namespace) -> int:
+    data = _agent(args).pin(args.version, args.name, pinned=args.pinned)
+    rel = data["release"]
+    state = "pinned" if args.pinned else "unpinned"
+    _emit(
+        args,
+        data,
+        f"{rel['name']} {rel['version']} {state}" + ("" if data["changed"] else " (already)"),
+    )
     return 0
 
 

@@ -105,7 +105,7 @@ class AgentConfig:
     root: Path = DEFAULT_ROOT
     trusted_keys: tuple[Path, ...] = ()
     revoked_key_ids: tuple[str, ...] = ()
-    keep_releases: int = 5
+    keep_releases: int = 3
     limits: Mapping[str, int] = field(default_factory=dict)
     stop_failure: StopFailurePolicy = StopFailurePolicy.CONTINUE
     stop_timeout_s: float = 30.0

@@ -20,7 +20,9 @@ Operations and their arguments -> results:
 ``rollback``           ``{force?: bool, lease?}``        the operation record
 ``status``             ``{probe_health?: bool}``         see ``Agent.status``
 ``verify_installed``   ``{}``                            ``{"version", "ok", "drift"}``
-``gc``                 ``{lease?}``                      ``{"removed": [...]}``
+``gc``                 ``{lease?}``                      ``{"removed", "removed_uploads",
+                                                         "freed_bytes"}``
+``pin``                ``{version, name?, pinned?}``     ``{"release", "pinned", "changed"}``
 ``lease_acquire``      ``{deployment_id,                 ``{"lease", "resumed", "replaced"}``
                        controller_id, ttl_s}``
 ``lease_renew``        ``{deployment_id, ttl_s}``        ``{"lease"}``
@@ -137,6 +139,14 @@ class RpcServer:
             return self.ops.verify_installed()
         if op == "gc":
             return self.ops.gc(lease=lease)
+        if op == "pin":
+            name = args.get("name")
+            if name is not None and not isinstance(name, str):
+                raise UsageError("pin: name must be a string")
+            pinned = args.get("pinned", True)
+            if not isinstance(pinned, bool):
+                raise UsageError("argument 'pinned' must be a boolean")
+            return self.ops.pin(_arg(args, "version", str), name, pinned=pinned)
         if op == "lease_acquire":
             return self.ops.lease.acquire(
                 args.get("deployment_id"), args.get("controller_id"), args.get("ttl_s")

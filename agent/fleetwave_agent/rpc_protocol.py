@@ -39,6 +39,7 @@ OPERATIONS = frozenset(
         "status",
         "verify_installed",
         "gc",
+        "pin",
         "metrics",
         "snapshot",
         "ping",
