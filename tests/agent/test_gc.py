@@ -133,7 +133,7 @@ def test_pin_and_gc_over_rpc(make_package: PackageBuilder, make_agent: MakeAgent
     server = RpcServer(agent)
     pinned = server.handle(Request(1, "pin", {"version": "1"}), None)
     assert pinned.ok, pinned
-    assert pinned.result["pinned"] is True  # type: ignore[index]
+    assert pinned.result["pinned"] is True
     bad = server.handle(Request(2, "pin", {"version": "1", "pinned": "no"}), None)
     assert not bad.ok
     assert bad.error_type == "UsageError"
