@@ -93,6 +93,7 @@ class FakeHost:
         self.commands.append(command)
         if command == "sudo -n true":
             return self.sudo
+        command = command.removeprefix("sudo -n ")  # answered the same, as root
         if "sys.version_info" in command:
             ok = tuple(map(int, self.python.split("."))) >= (3, 11) if self.python else False
             return Result(f"{self.python}\n" if self.python else "", exited=0 if ok else 1)

@@ -145,8 +145,8 @@ def desired_state(options: BootstrapOptions, authorized_keys_now: str) -> Desire
         dropin = options.local_dropin or packaged_file("resident.conf")
         template = read_local(dropin, "resident drop-in").decode()
         files[str(options.dropin_path)] = render_resident_dropin(options, template).encode()
-        files[str(options.relay_path)] = render_relay(options).encode()
-        files[str(options.supervisor_path)] = render_supervisor(options).encode()
+        files[str(options.relay_file())] = render_relay(options).encode()
+        files[str(options.supervisor_file())] = render_supervisor(options).encode()
     if options.local_unit is not None:
         unit = read_local(options.local_unit, "systemd unit").decode()
         unit = unit.replace("/opt/fleetwave-agent/venv", str(options.venv))
@@ -232,7 +232,7 @@ def open_connection(host: HostRef, access: AdminAccess) -> Any:
 def _mode(options: BootstrapOptions, path: str, auth_path: PurePosixPath) -> str:
     if path == str(auth_path):
         return "600"
-    if options.resident and path in (str(options.relay_path), str(options.supervisor_path)):
+    if options.resident and path in (str(options.relay_file()), str(options.supervisor_file())):
         return "755"
     return "644"
 
@@ -322,7 +322,7 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
         digests[path] = None if digest == "-" else digest
     if options.resident:
         # systemd runs the daemon with the drop-in; elsewhere the supervisor does.
-        unused = options.supervisor_path if systemd else options.dropin_path
+        unused = options.supervisor_file() if systemd else options.dropin_path
         desired.files.pop(str(unused), None)
     if desired.deb is None:
         marker_text = run(conn, f"cat {q(str(marker))} 2>/dev/null || true", sudo).strip()
@@ -377,7 +377,7 @@ def _supervise(conn: Any, options: BootstrapOptions, sudo: bool, *, restart: boo
     out = run(conn, supervisor_start_command(options), sudo)
     if "started" in out:
         return (
-            f"no systemd: started the resident agent under {options.supervisor_path} "
+            f"no systemd: started the resident agent under {options.supervisor_file()} "
             "(not started at boot; until it is, sessions start the agent themselves)"
         )
     if restart:

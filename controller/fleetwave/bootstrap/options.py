@@ -20,7 +20,8 @@ DEFAULT_KEYS_DIR = PurePosixPath("/etc/fleetwave/keys")
 DEFAULT_AGENT_ROOT = PurePosixPath("/var/lib/fleetwave")
 DEFAULT_UNIT_PATH = PurePosixPath("/etc/systemd/system/fleetwave-agent.service")
 DEFAULT_DROPIN_PATH = PurePosixPath("/etc/systemd/system/fleetwave-agent.service.d/resident.conf")
-#: The deploy key's forced command in resident mode, and the no-systemd supervisor.
+#: The deploy key's forced command in resident mode, and the no-systemd supervisor
+#: (with a wheel install: next to the venv, e.g. /opt/fleetwave-agent/relay).
 DEFAULT_RELAY_PATH = PurePosixPath("/opt/fleetwave-agent/relay")
 DEFAULT_SUPERVISOR_PATH = PurePosixPath("/opt/fleetwave-agent/supervise")
 #: Where the Debian package puts the agent's launcher.
@@ -80,8 +81,22 @@ class BootstrapOptions:
     rpc_socket: PurePosixPath | None = None  # None: agent_root / "rpc.sock"
     local_dropin: Path | None = None  # None: the drop-in shipped with fleetwave
     dropin_path: PurePosixPath = DEFAULT_DROPIN_PATH
-    relay_path: PurePosixPath = DEFAULT_RELAY_PATH
-    supervisor_path: PurePosixPath = DEFAULT_SUPERVISOR_PATH
+    relay_path: PurePosixPath | None = None  # None: next to the venv (DEFAULT_RELAY_PATH)
+    supervisor_path: PurePosixPath | None = None  # None: next to the venv
+
+    def relay_file(self) -> PurePosixPath:
+        """Where the relay script goes on the host."""
+        if self.relay_path is not None:
+            return self.relay_path
+        return DEFAULT_RELAY_PATH if self.local_deb is not None else self.venv.parent / "relay"
+
+    def supervisor_file(self) -> PurePosixPath:
+        """Where the no-systemd supervisor script goes on the host."""
+        if self.supervisor_path is not None:
+            return self.supervisor_path
+        if self.local_deb is not None:
+            return DEFAULT_SUPERVISOR_PATH
+        return self.venv.parent / "supervise"
 
     def socket_path(self) -> PurePosixPath:
         """The resident agent's RPC socket on the host."""
@@ -95,7 +110,7 @@ class BootstrapOptions:
     def relay_command(self) -> str:
         """What sshd runs for the deploy key in resident mode: the relay script (socat
         to the socket while the daemon serves it, else the agent in the session)."""
-        return str(self.relay_path)
+        return str(self.relay_file())
 
     def serve_command(self) -> str:
         """The resident daemon's command line, for hosts without systemd."""

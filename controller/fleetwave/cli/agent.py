@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fleetwave.bootstrap import (
+    DEFAULT_KEYS_DIR,
     DEFAULT_VENV,
     AdminAccess,
     BootstrapOptions,
@@ -55,6 +56,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--admin-identity", type=Path, help="private key of the admin login")
     p.add_argument("--venv", help="the agent's venv on hosts (default: /opt/fleetwave-agent/venv)")
     p.add_argument("--agent-config", default="/etc/fleetwave/agent.yaml")
+    p.add_argument(
+        "--keys-dir", default=str(DEFAULT_KEYS_DIR), help="where trusted keys go on hosts"
+    )
+    p.add_argument(
+        "--authorized-keys",
+        metavar="PATH",
+        help="the deploy user's authorized_keys on hosts (default: ~USER/.ssh/authorized_keys)",
+    )
     p.add_argument("--agent-root", default="/var/lib/fleetwave")
     p.add_argument(
         "--unit", type=Path, help="systemd unit (default: the one shipped with fleetwave)"
@@ -153,6 +162,10 @@ def cmd_install(args: argparse.Namespace) -> int:
             python=args.python or "python3",
             venv=PurePosixPath(args.venv or DEFAULT_VENV),
             config_path=PurePosixPath(args.agent_config),
+            keys_dir=PurePosixPath(args.keys_dir),
+            authorized_keys=(
+                None if args.authorized_keys is None else PurePosixPath(args.authorized_keys)
+            ),
             agent_root=PurePosixPath(args.agent_root),
             local_unit=unit,
             pip_args=tuple(args.pip_arg),
