@@ -77,11 +77,13 @@ def supervisor_start_command(options: BootstrapOptions) -> str:
     (idempotent). Run as root (or under sudo)."""
     q = shlex.quote
     run_dir = options.agent_root / "run"
+    log = q(str(run_dir / "supervise.log"))
     script = (
         f"pid=$(cat {q(str(run_dir / 'supervise.pid'))} 2>/dev/null); "
         'if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo running; exit 0; fi; '
-        f"setsid nohup /bin/sh {q(str(options.supervisor_file()))} "
-        f">>{q(str(run_dir / 'supervise.log'))} 2>&1 </dev/null & echo started"
+        f"mkdir -p {q(str(run_dir))} || exit 1; "
+        f"setsid nohup /bin/sh {q(str(options.supervisor_file()))} >>{log} 2>&1 </dev/null & "
+        "echo started"
     )
     return f"su -s /bin/sh {q(options.deploy_user)} -c {q(script)}"
 
