@@ -9,22 +9,29 @@ exit code (see ``errors.py``); ``--debug`` prints the traceback as well.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType, SimpleNamespace
 
 from fleetwave_agent import __version__
 from fleetwave_agent.errors import IntegrityError
 from fleetwave_core.clirun import run_command
 
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
 PROG = "fleetwave-agent"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The full command line (``rpc`` alone is parsed by :func:`rpc_fast_path`)."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog=PROG, description="fleetwave host agent: install, roll back and report releases."
     )
@@ -311,9 +318,79 @@ def _rpc(args: argparse.Namespace) -> int:
         return serve_stdio(RpcServer(_agent(args)), sys.stdin.buffer, out)
 
 
+#: Global options of ``rpc_fast_path``: name -> whether it repeats.
+_RPC_OPTIONS = {"--config": False, "--root": False, "--trust": True}
+
+
+def rpc_fast_path(argv: Sequence[str]) -> SimpleNamespace | None:
+    """``[--config F] [--root D] [--trust K]... [--debug] rpc``, parsed without argparse.
+
+    ``rpc`` starts once per host per deployment (the pinned deploy key runs it), and
+    argparse with what it imports (gettext, locale, shutil) is a good part of its
+    start-up. Only these exact spellings (``--opt VALUE`` or ``--opt=VALUE``) are taken
+    here; anything else (abbreviations, ``--help``, a value missing or starting with
+    ``-``) returns None, and argparse parses it, with its own errors.
+    """
+    if not argv or argv[-1] != "rpc":
+        return None
+    found: dict[str, Any] = {"config": None, "root": None, "trust": [], "debug": False}
+    rest = list(argv[:-1])
+    while rest:
+        word = rest.pop(0)
+        if word == "--debug":
+            found["debug"] = True
+            continue
+        name, eq, value = word.partition("=")
+        if name not in _RPC_OPTIONS:
+            return None
+        if not eq:
+            if not rest:
+                return None
+            value = rest.pop(0)
+        if not value or value.startswith("-"):
+            return None
+        key = name.removeprefix("--")
+        if _RPC_OPTIONS[name]:
+            found[key].append(Path(value))
+        else:
+            found[key] = Path(value)
+    return SimpleNamespace(command="rpc", func=_rpc, **found)
+
+
+class _DeferredInspect(ModuleType):
+    """Stands in for ``inspect`` until an attribute is used, then imports the real one
+    and forwards to it (``importlib.util.LazyLoader`` cannot do this on 3.11: the
+    ``import`` statement itself reads ``__spec__``, which loads a lazy module)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if sys.modules.get("inspect") is self:
+            del sys.modules["inspect"]
+        import importlib
+
+        return getattr(importlib.import_module("inspect"), attr)
+
+
+def defer_inspect() -> None:
+    """Defer ``import inspect`` in this process (the ``rpc`` path only).
+
+    ``dataclasses`` imports ``inspect`` (and with it ast, dis, tokenize, linecache:
+    ~10-20 ms of CPU) only to write a docstring for a class that has none; every
+    dataclass on the ``rpc`` path has one, so the real module is never needed there,
+    and is imported on first use if it ever is. ``tests/agent/test_startup.py`` checks
+    that it stays unloaded.
+    """
+    if "inspect" not in sys.modules:
+        sys.modules["inspect"] = _DeferredInspect("inspect")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fleetwave-agent`` console script."""
-    return run_command(PROG, build_parser().parse_args(argv))
+    args: Any = rpc_fast_path(sys.argv[1:] if argv is None else argv)
+    if args is not None:
+        defer_inspect()
+    else:
+        args = build_parser().parse_args(argv)
+    return run_command(PROG, args)
 
 
 if __name__ == "__main__":

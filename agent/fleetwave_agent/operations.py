@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from fleetwave_agent.config import AgentConfig, StopFailurePolicy
 from fleetwave_agent.errors import (
@@ -47,7 +46,10 @@ from fleetwave_agent.recovery import Action, Phase
 from fleetwave_agent.store import Release, ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
 
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
+    from typing import Any
+
     from fleetwave_agent import health, hooks
     from fleetwave_agent.digests import PayloadDigest
     from fleetwave_agent.keys import Keyring

@@ -43,7 +43,6 @@ code; a self-rollback is the error ``RolledBackError`` (the record is in ``statu
 from __future__ import annotations
 
 import sys
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from fleetwave_agent import __version__
 from fleetwave_agent.errors import RpcProtocolError
@@ -58,7 +57,10 @@ from fleetwave_agent.rpc_protocol import (
 from fleetwave_core.errors import FleetwaveError, LockedError, UsageError
 from fleetwave_core.exitcodes import ExitCode
 
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
+    from typing import IO, Any, BinaryIO
+
     from fleetwave_agent.operations import Agent
 
 

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from fleetwave_agent.errors import RpcProtocolError
+
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 1 << 20  # 1 MiB: status and metrics snapshots fit many times over
@@ -52,6 +55,8 @@ OPERATIONS = frozenset(
 
 @dataclass(frozen=True)
 class Request:
+    """One request: its id, the operation and its arguments."""
+
     id: int
     op: str
     args: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +64,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Response:
+    """The answer to one request: a result, or an error's type, message and exit code."""
+
     id: int
     ok: bool
     result: dict[str, Any] = field(default_factory=dict)

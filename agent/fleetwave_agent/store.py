@@ -45,11 +45,9 @@ import fcntl
 import json
 import os
 import re
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from fleetwave_agent.errors import (
     ImmutableVersionError,
@@ -62,7 +60,10 @@ from fleetwave_agent.tree import drift, remove_tree, seal_dirs
 from fleetwave_core.errors import LockedError
 from fleetwave_core.fsutil import TMP_PREFIX, atomic_write, fsync_dir
 
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
+    from typing import Any
+
     from fleetwave_agent.digests import PayloadDigest
     from fleetwave_agent.keys import Keyring
     from fleetwave_agent.manifest import Manifest
@@ -113,6 +114,8 @@ class GcResult:
 
 def _crash_point(step: str) -> None:
     if os.environ.get(CRASH_ENV) == step:
+        import signal  # tests only: not on every session's start-up path
+
         os.kill(os.getpid(), signal.SIGKILL)
 
 
