@@ -45,6 +45,7 @@ from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
 from fleetwave_agent.recovery import Action, Phase
 from fleetwave_agent.store import Release, ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
+from fleetwave_core.timefmt import iso_utc
 
 TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
@@ -212,6 +213,39 @@ class Agent:
         record.warnings.append(f"forced: activating the known-bad release {what}")
         return candidate
 
+    def stop(self, *, lease: str | None = None) -> dict[str, Any]:
+        """Stop the current release's app with its ``stop`` hook (time-boxed by
+        ``stop_timeout_s``, like every stop); it stays current, and a crash during the
+        stop leaves it stopped. HookError if the hook fails."""
+        with self._operation("stop", lease) as record:
+            current = self._current_with_hook(record, "stop")
+            self.oplog.checkpoint(record, Phase.STOPPING.value)
+            self._hook(record, "stop", current, None, raise_on_failure=True, fenced=True)
+            record.outcome = Outcome.OK
+        return record.to_dict()
+
+    def start(self, *, lease: str | None = None) -> dict[str, Any]:
+        """Start the current release's app (``start`` hook, then health checks), e.g.
+        after :meth:`stop`; a failure marks it known bad, as any failed start does."""
+        with self._operation("start", lease) as record:
+            current = self._current_with_hook(record, "start")
+            self.oplog.checkpoint(record, Phase.STARTING.value)
+            self._start(record, current)
+            record.outcome = Outcome.OK
+        return record.to_dict()
+
+    def _current_with_hook(self, record: OperationRecord, hook: str) -> Release:
+        current = self.store.current()
+        if current is None:
+            raise ReleaseNotFoundError(f"no current release to {hook}")
+        record.version, record.package_id = current.version, current.package_id
+        record.current_version = current.version
+        if hook not in current.manifest.hooks:
+            raise UsageError(
+                f"{current.name} {current.version} has no {hook} hook: nothing to {hook}"
+            )
+        return current
+
     def gc(self, *, lease: str | None = None) -> dict[str, Any]:
         """Keep ``keep_releases`` releases (always current, previous and pinned ones)
         and remove uploaded package files already installed; see ``ReleaseStore.gc``."""
@@ -274,13 +308,7 @@ class Agent:
                         "detail": outcome.detail,
                     }
                 )
-        pinned = set(self.store.pins())
-        releases = []
-        for release in self.store.releases():
-            summary = release_summary(release) or {}
-            releases.append(
-                summary | {"bytes": release.size_bytes, "pinned": release.package_id in pinned}
-            )
+        releases = self.list_releases()
         uploads = [{"package_id": i, "bytes": size} for i, _, size in self.store.uploads()]
         return {
             "root": str(self.root),
@@ -299,6 +327,32 @@ class Agent:
             "health": checks,
             "healthy": all(c["ok"] for c in checks),
         }
+
+    def list_releases(self) -> list[dict[str, Any]]:
+        """Every installed release, oldest install first: its size, install time,
+        signed expiry, and whether it is current, previous (what ``rollback`` would
+        activate), pinned or known bad."""
+        current, previous = self.store.current(), self.store.previous()
+        pinned = set(self.store.pins())
+        bad = {b.package_id for b in self.store.known_bad.all()}
+        found = []
+        for release in self.store.releases():
+            installed = self.store.installed_at(release)
+            expires = release.manifest.expires
+            found.append(
+                (release_summary(release) or {})
+                | {
+                    "bytes": release.size_bytes,
+                    "installed_at": installed,
+                    "installed": iso_utc(installed) if installed is not None else None,
+                    "expires": iso_utc(expires) if expires is not None else None,
+                    "current": current is not None and release.path == current.path,
+                    "previous": previous is not None and release.path == previous.path,
+                    "pinned": release.package_id in pinned,
+                    "bad": release.package_id in bad,
+                }
+            )
+        return found
 
     def health_env(self, release: Release) -> dict[str, str]:
         """Environment of command health checks: the hooks' one, ``FLEETWAVE_HOOK=health``."""

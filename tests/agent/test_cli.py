@@ -128,6 +128,7 @@ def test_drift_exits_non_zero(
 def test_errors_are_one_line(
     tmp_path: Path, keypair: tuple[Path, Path], args: tuple[str, ...], code: int, fragment: str
 ) -> None:
+    (tmp_path / "root").mkdir()  # an empty root: a missing one is refused first
     proc = run_root(tmp_path / "root", keypair[1], *args)
     assert proc.returncode == code, proc.stderr
     assert fragment in _one_error_line(proc)
