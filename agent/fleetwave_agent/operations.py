@@ -45,7 +45,6 @@ from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
 from fleetwave_agent.recovery import Action, Phase
 from fleetwave_agent.store import Release, ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
-from fleetwave_core.timefmt import iso_utc
 
 TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
@@ -291,68 +290,16 @@ class Agent:
 
     def status(self, *, probe_health: bool = True) -> dict[str, Any]:
         """Current and previous (last good) release, kept and known-bad releases, last
-        operation, health now."""
-        current = self.store.current()
-        checks: list[dict[str, Any]] = []
-        if probe_health and current is not None:
-            from fleetwave_agent import health
+        operation, health now (see :func:`reports.status`)."""
+        from fleetwave_agent import reports
 
-            for spec in current.manifest.health_checks:
-                outcome = health.probe(spec, cwd=current.path, env=self.health_env(current))
-                checks.append(
-                    {
-                        "name": spec.name,
-                        "kind": spec.kind,
-                        "ok": outcome.ok,
-                        "latency_s": round(outcome.latency_s, 4),
-                        "detail": outcome.detail,
-                    }
-                )
-        releases = self.list_releases()
-        uploads = [{"package_id": i, "bytes": size} for i, _, size in self.store.uploads()]
-        return {
-            "root": str(self.root),
-            "current": release_summary(current),
-            "previous": release_summary(self.store.previous()),
-            "releases": releases,
-            "uploads": uploads,
-            "disk_bytes": {
-                "releases": sum(r["bytes"] for r in releases),
-                "uploads": sum(u["bytes"] for u in uploads),
-            },
-            "keep_releases": self.store.keep,
-            "bad_releases": [b.to_dict() for b in self.store.known_bad.all()],
-            "lease": self.lease.status(),
-            "last_operation": self.oplog.last(),
-            "health": checks,
-            "healthy": all(c["ok"] for c in checks),
-        }
+        return reports.status(self, probe_health=probe_health)
 
     def list_releases(self) -> list[dict[str, Any]]:
-        """Every installed release, oldest install first: its size, install time,
-        signed expiry, and whether it is current, previous (what ``rollback`` would
-        activate), pinned or known bad."""
-        current, previous = self.store.current(), self.store.previous()
-        pinned = set(self.store.pins())
-        bad = {b.package_id for b in self.store.known_bad.all()}
-        found = []
-        for release in self.store.releases():
-            installed = self.store.installed_at(release)
-            expires = release.manifest.expires
-            found.append(
-                (release_summary(release) or {})
-                | {
-                    "bytes": release.size_bytes,
-                    "installed_at": installed,
-                    "installed": iso_utc(installed) if installed is not None else None,
-                    "expires": iso_utc(expires) if expires is not None else None,
-                    "current": current is not None and release.path == current.path,
-                    "previous": previous is not None and release.path == previous.path,
-                    "pinned": release.package_id in pinned,
-                    "bad": release.package_id in bad,
-                }
-            )
-        return found
+        """Every installed release with its marks (see :func:`reports.list_releases`)."""
+        from fleetwave_agent import reports
+
+        return reports.list_releases(self)
 
     def health_env(self, release: Release) -> dict[str, str]:
         """Environment of command health checks: the hooks' one, ``FLEETWAVE_HOOK=health``."""
