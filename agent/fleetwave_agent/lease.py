@@ -25,7 +25,6 @@ import contextlib
 import fcntl
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 from fleetwave_agent.errors import LeaseHeldError, LeaseLostError, StoreError
 from fleetwave_core.errors import UsageError
 from fleetwave_core.fsutil import atomic_write, fsync_dir
+from fleetwave_core.timefmt import iso_utc
 
 TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
@@ -43,10 +43,8 @@ MAX_TTL_S = 3600.0
 _ID_MAX = 200
 
 
-def iso(ts: float) -> str:
-    """``2026-01-02T03:04:05Z`` (UTC, whole seconds)."""
-    # time.gmtime, not datetime: datetime costs every agent session ~5 ms to import.
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
+#: ``2026-01-02T03:04:05Z`` (UTC, whole seconds); the one formatter of both CLIs.
+iso = iso_utc
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,39 @@ class Agent:
         record.warnings.append(f"forced: activating the known-bad release {what}")
         return candidate
 
+    def stop(self, *, lease: str | None = None) -> dict[str, Any]:
+        """Stop the current release's app with its ``stop`` hook (time-boxed by
+        ``stop_timeout_s``, like every stop); it stays current, and a crash during the
+        stop leaves it stopped. HookError if the hook fails."""
+        with self._operation("stop", lease) as record:
+            current = self._current_with_hook(record, "stop")
+            self.oplog.checkpoint(record, Phase.STOPPING.value)
+            self._hook(record, "stop", current, None, raise_on_failure=True, fenced=True)
+            record.outcome = Outcome.OK
+        return record.to_dict()
+
+    def start(self, *, lease: str | None = None) -> dict[str, Any]:
+        """Start the current release's app (``start`` hook, then health checks), e.g.
+        after :meth:`stop`; a failure marks it known bad, as any failed start does."""
+        with self._operation("start", lease) as record:
+            current = self._current_with_hook(record, "start")
+            self.oplog.checkpoint(record, Phase.STARTING.value)
+            self._start(record, current)
+            record.outcome = Outcome.OK
+        return record.to_dict()
+
+    def _current_with_hook(self, record: OperationRecord, hook: str) -> Release:
+        current = self.store.current()
+        if current is None:
+            raise ReleaseNotFoundError(f"no current release to {hook}")
+        record.version, record.package_id = current.version, current.package_id
+        record.current_version = current.version
+        if hook not in current.manifest.hooks:
+            raise UsageError(
+                f"{current.name} {current.version} has no {hook} hook: nothing to {hook}"
+            )
+        return current
+
     def gc(self, *, lease: str | None = None) -> dict[str, Any]:
         """Keep ``keep_releases`` releases (always current, previous and pinned ones)
         and remove uploaded package files already installed; see ``ReleaseStore.gc``."""
@@ -257,48 +290,16 @@ class Agent:
 
     def status(self, *, probe_health: bool = True) -> dict[str, Any]:
         """Current and previous (last good) release, kept and known-bad releases, last
-        operation, health now."""
-        current = self.store.current()
-        checks: list[dict[str, Any]] = []
-        if probe_health and current is not None:
-            from fleetwave_agent import health
+        operation, health now (see :func:`reports.status`)."""
+        from fleetwave_agent import reports
 
-            for spec in current.manifest.health_checks:
-                outcome = health.probe(spec, cwd=current.path, env=self.health_env(current))
-                checks.append(
-                    {
-                        "name": spec.name,
-                        "kind": spec.kind,
-                        "ok": outcome.ok,
-                        "latency_s": round(outcome.latency_s, 4),
-                        "detail": outcome.detail,
-                    }
-                )
-        pinned = set(self.store.pins())
-        releases = []
-        for release in self.store.releases():
-            summary = release_summary(release) or {}
-            releases.append(
-                summary | {"bytes": release.size_bytes, "pinned": release.package_id in pinned}
-            )
-        uploads = [{"package_id": i, "bytes": size} for i, _, size in self.store.uploads()]
-        return {
-            "root": str(self.root),
-            "current": release_summary(current),
-            "previous": release_summary(self.store.previous()),
-            "releases": releases,
-            "uploads": uploads,
-            "disk_bytes": {
-                "releases": sum(r["bytes"] for r in releases),
-                "uploads": sum(u["bytes"] for u in uploads),
-            },
-            "keep_releases": self.store.keep,
-            "bad_releases": [b.to_dict() for b in self.store.known_bad.all()],
-            "lease": self.lease.status(),
-            "last_operation": self.oplog.last(),
-            "health": checks,
-            "healthy": all(c["ok"] for c in checks),
-        }
+        return reports.status(self, probe_health=probe_health)
+
+    def list_releases(self) -> list[dict[str, Any]]:
+        """Every installed release with its marks (see :func:`reports.list_releases`)."""
+        from fleetwave_agent import reports
+
+        return reports.list_releases(self)
 
     def health_env(self, release: Release) -> dict[str, str]:
         """Environment of command health checks: the hooks' one, ``FLEETWAVE_HOOK=health``."""

@@ -50,6 +50,7 @@ from fleetwave_core.durations import parse_duration
 from fleetwave_core.errors import ConfigError
 from fleetwave_core.fsutil import fsync_dir
 from fleetwave_core.safefile import FileRefusedError, open_regular
+from fleetwave_core.timefmt import iso_utc
 
 if TYPE_CHECKING:
     from fleetwave_agent.keys import Keyring
@@ -167,8 +168,8 @@ def verify_header(path: Path, keyring: Keyring, *, now: float, limits: Limits) -
     keyring.verify(manifest.key_id, manifest.signing_message(), header.signature)
     if manifest.expires is not None and now >= manifest.expires:
         raise ExpiredPackageError(
-            f"{path}: {manifest.name} {manifest.version} expired at {manifest.expires} "
-            f"(now {int(now)})"
+            f"{path}: {manifest.name} {manifest.version} expired at "
+            f"{iso_utc(manifest.expires)} (now {iso_utc(now)})"
         )
     check_manifest_limits(manifest, limits, path)
     actual_payload = header.file_size - header.payload_offset

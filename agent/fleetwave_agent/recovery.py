@@ -25,6 +25,7 @@ class Phase(enum.Enum):
     STOPPING = "stopping"  # the current release's stop hook was started; no switch yet
     SWITCHED = "switched"  # ``current`` names the operation's target
     SWITCHED_BACK = "switched_back"  # a self-rollback put the previous release back
+    STARTING = "starting"  # an operator's ``start`` of the current release began
 
 
 class Action(enum.Enum):
@@ -53,6 +54,8 @@ def plan(interrupted: dict[str, Any], current_package_id: str | None) -> Plan:
       Without an old release (a first install), finish instead: restart the new one.
     * Switched by a rollback, or switched back by a self-rollback: the release now
       current is the one wanted: finish by restarting it.
+    * An operator's ``stop`` (the app is meant to be down): nothing; their ``start``
+      (phase ``starting``): restart the current release.
     """
     op = str(interrupted.get("op", "?"))
     what = f"{op} of {interrupted.get('version') or '?'}"
@@ -64,6 +67,8 @@ def plan(interrupted: dict[str, Any], current_package_id: str | None) -> Plan:
         return Plan(Action.NOTHING, f"the agent died during the {what}; nothing is current")
     if phase is Phase.BEGUN:
         return Plan(Action.NOTHING, f"the agent died during the {what} before touching the app")
+    if op == "stop":  # an operator asked for the app to be down: keep it down
+        return Plan(Action.NOTHING, f"the agent died during the {what}; leaving it stopped")
     target = interrupted.get("package_id")
     previous = interrupted.get("previous_package_id")
     if (

@@ -122,7 +122,9 @@ def _crash_point(step: str) -> None:
 class ReleaseStore:
     """Installs verified packages as read-only releases and switches ``current``."""
 
-    def __init__(self, root: Path, *, keep: int = 3) -> None:
+    def __init__(self, root: Path, *, keep: int = 3, create: bool = True) -> None:
+        """``create=False`` (read-only commands) creates nothing: a missing root is a
+        StoreError, and missing subdirectories read as empty."""
         if keep < 2:
             raise StoreError(f"keep must be at least 2 (current and previous), got {keep}")
         self.root = Path(root)
@@ -137,6 +139,13 @@ class ReleaseStore:
         self._history = self.state_dir / "history.json"
         self._pins = self.state_dir / "pins.json"
         self.known_bad = KnownBad(self.state_dir / "bad.json")
+        if not create:
+            if not self.root.is_dir():
+                raise StoreError(
+                    f"{self.root}: no agent root here (nothing was ever installed); "
+                    "check --root or the config's root"
+                )
+            return
         try:
             for directory in (
                 self.root,
@@ -244,6 +253,13 @@ class ReleaseStore:
                 f"version {version} is installed for several packages ({names}); give the name"
             )
         return matches[0]
+
+    def installed_at(self, release: Release) -> float | None:
+        """When ``release`` was installed: its manifest sidecar is written last."""
+        try:
+            return _sidecar(release.path).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def verify_installed(self, release: Release) -> list[str]:
         """Drift since install: ``changed:``, ``mode:``, ``added:``, ``removed:`` lines."""

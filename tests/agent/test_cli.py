@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from fleetwave_agent import render
 from fleetwave_agent.errors import IntegrityError, ReleaseNotFoundError, RolledBackError
+from fleetwave_agent.operations import Agent
 from fleetwave_core.errors import ConfigError, UsageError
+from fleetwave_core.exitcodes import ExitCode
 
 from .conftest import AGENT_CMD, PackageBuilder, agent_env
 
@@ -128,6 +133,7 @@ def test_drift_exits_non_zero(
 def test_errors_are_one_line(
     tmp_path: Path, keypair: tuple[Path, Path], args: tuple[str, ...], code: int, fragment: str
 ) -> None:
+    (tmp_path / "root").mkdir()  # an empty root: a missing one is refused first
     proc = run_root(tmp_path / "root", keypair[1], *args)
     assert proc.returncode == code, proc.stderr
     assert fragment in _one_error_line(proc)
@@ -193,3 +199,150 @@ def test_pin_gc_and_disk_in_status(
     proc = run_root(root, pub, "unpin", "9")
     assert proc.returncode == ReleaseNotFoundError.exit_code
     assert "no installed release version 9" in _one_error_line(proc)
+
+
+def test_global_flags_after_the_command(
+    tmp_path: Path, make_package: PackageBuilder, keypair: tuple[Path, Path]
+) -> None:
+    root = tmp_path / "root"
+    proc = run("install", "--root", root, make_package("1"), "--trust", keypair[1], "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["version"] == "1"
+    assert (root / "current").is_symlink()
+    assert json.loads(run("status", "--root", root, "--json").stdout)["current"]["version"] == "1"
+
+
+#: Passes while the start hook's marker file exists (the "app" is up).
+UP_CHECK = [
+    {
+        "name": "up",
+        "kind": "command",
+        "argv": ["sh", "-c", 'test -f "$FLEETWAVE_RUN_DIR/up"'],
+        "deadline": "2s",
+    }
+]
+UP_HOOKS = {"start": 'touch "$FLEETWAVE_RUN_DIR/up"', "stop": 'rm -f "$FLEETWAVE_RUN_DIR/up"'}
+
+
+def test_status_exits_health_when_a_check_fails(
+    tmp_path: Path, make_package: PackageBuilder, keypair: tuple[Path, Path]
+) -> None:
+    root, pub = tmp_path / "root", keypair[1]
+    assert run_root(root, pub, "install", make_package("1", UP_HOOKS, UP_CHECK)).returncode == 0
+    assert run_root(root, pub, "status").returncode == 0
+    (root / "run" / "up").unlink()  # the app died
+    proc = run_root(root, pub, "status")
+    assert proc.returncode == ExitCode.HEALTH
+    assert "health     up: FAILING" in proc.stdout
+    assert "app 1: health failing (1 of 1 checks: up)" in _one_error_line(proc)
+    proc = run_root(root, pub, "status", "--json")
+    assert proc.returncode == ExitCode.HEALTH
+    assert json.loads(proc.stdout)["healthy"] is False
+    assert run_root(root, pub, "status", "--no-health").returncode == 0
+
+
+READ_ONLY = [("status",), ("list",), ("verify-installed",), ("lease",), ("status", "--json")]
+MUTATING = [
+    ("activate", "1"),
+    ("rollback",),
+    ("stop",),
+    ("start",),
+    ("gc",),
+    ("pin", "1"),
+    ("lease", "--break"),
+]
+
+
+@pytest.mark.parametrize("args", READ_ONLY + MUTATING)
+def test_a_missing_root_is_refused_and_not_created(
+    tmp_path: Path, keypair: tuple[Path, Path], args: tuple[str, ...]
+) -> None:
+    root = tmp_path / "missing"
+    proc = run_root(root, keypair[1], *args)
+    assert proc.returncode == ExitCode.STORE, proc.stderr
+    assert f"{root}: no agent root here" in _one_error_line(proc)
+    assert proc.stdout == ""
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("args", READ_ONLY)
+def test_read_only_commands_write_nothing_in_an_empty_root(
+    tmp_path: Path, keypair: tuple[Path, Path], args: tuple[str, ...]
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    run_root(root, keypair[1], *args)
+    assert list(root.iterdir()) == []
+
+
+def test_list_shows_every_release_with_its_marks(
+    tmp_path: Path, make_package: PackageBuilder, keypair: tuple[Path, Path]
+) -> None:
+    root, pub = tmp_path / "root", keypair[1]
+    for version in ("1", "2", "3"):
+        assert run_root(root, pub, "install", make_package(version)).returncode == 0
+    assert run_root(root, pub, "pin", "1").returncode == 0
+    bad = run_root(root, pub, "install", make_package("4", {"validate": "exit 1"}))
+    assert bad.returncode == RolledBackError.exit_code
+    proc = run_root(root, pub, "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    releases = json.loads(proc.stdout)["releases"]
+    assert [(r["version"], render.marks(r)) for r in releases] == [
+        ("1", ["pinned"]),
+        ("2", ["previous"]),
+        ("3", ["current"]),
+        ("4", ["bad"]),
+    ]
+    first = releases[0]
+    assert first["installed"].endswith("Z")
+    assert first["installed_at"] == pytest.approx(time.time(), abs=120)
+    assert first["bytes"] == 1  # VERSION holds "1"
+    lines = run_root(root, pub, "list").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "VERSION", "PACKAGE", "ID", "INSTALLED", "SIZE", "MARKS"]
+    assert lines[3].endswith("current")
+    pid, installed = first["package_id"][:12], first["installed"]
+    assert lines[1].split() == ["app", "1", pid, installed, "1", "B", "pinned"]
+
+
+def test_stop_and_start_run_the_hooks_and_are_logged(
+    tmp_path: Path, make_package: PackageBuilder, keypair: tuple[Path, Path]
+) -> None:
+    root, pub = tmp_path / "root", keypair[1]
+    assert run_root(root, pub, "install", make_package("1", UP_HOOKS, UP_CHECK)).returncode == 0
+    proc = run_root(root, pub, "stop")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("stopped 1 in ")
+    assert not (root / "run" / "up").exists()
+    assert run_root(root, pub, "status").returncode == ExitCode.HEALTH
+    assert "last op    stop 1: ok" in run_root(root, pub, "status", "--no-health").stdout
+    proc = run_root(root, pub, "start", "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert (record["op"], record["outcome"], record["health"][0]["ok"]) == ("start", "ok", True)
+    assert run_root(root, pub, "status").returncode == 0
+    log = [json.loads(line) for line in (root / "ops" / "log.jsonl").read_text().splitlines()]
+    assert [(e["op"], e["outcome"]) for e in log] == [
+        ("install", "ok"),
+        ("stop", "ok"),
+        ("start", "ok"),
+    ]
+
+
+def test_stop_is_fenced_by_the_lease_and_needs_a_stop_hook(
+    tmp_path: Path,
+    make_package: PackageBuilder,
+    keypair: tuple[Path, Path],
+    make_agent: Callable[..., Agent],
+) -> None:
+    root, pub = tmp_path / "root", keypair[1]
+    assert run_root(root, pub, "install", make_package("1")).returncode == 0
+    proc = run_root(root, pub, "stop")
+    assert proc.returncode == UsageError.exit_code
+    assert "app 1 has no stop hook: nothing to stop" in _one_error_line(proc)
+    make_agent().lease.acquire("deploy-7", "ctl", 600)
+    for command in ("stop", "start"):
+        proc = run_root(root, pub, command)
+        assert proc.returncode == ExitCode.LEASE_HELD
+        assert f"{command} refused: this host's lease is held by deployment deploy-7" in (
+            _one_error_line(proc)
+        )

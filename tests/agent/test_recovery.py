@@ -50,6 +50,9 @@ ID1, ID2 = "1" * 64, "2" * 64
         ),
         ({"op": "install", "phase": "stopping"}, None, Action.NOTHING),
         ({"op": "install", "phase": "bogus"}, ID1, Action.RESTART_CURRENT),
+        # An operator's stop means "down": a crash in it must not bring the app back.
+        ({"op": "stop", "phase": "stopping", "package_id": ID1}, ID1, Action.NOTHING),
+        ({"op": "start", "phase": "starting", "package_id": ID1}, ID1, Action.RESTART_CURRENT),
     ],
 )
 def test_plan(record: dict[str, object], current: str | None, action: Action) -> None:
@@ -105,6 +108,34 @@ def test_killed_between_stop_and_switch_restarts_the_app_at_the_next_session(
     ops = [(e["op"], e["outcome"]) for e in _log(agent)]
     assert ops[-2:] == [("install", "interrupted"), ("recover", "ok")]
     assert agent.status()["bad_releases"] == []
+
+
+@pytest.mark.integration
+def test_killed_during_an_operators_stop_stays_stopped(
+    make_package: PackageBuilder, make_agent: MakeAgent, keypair: tuple[Path, Path]
+) -> None:
+    agent = make_agent()
+    agent.install(make_package("1", {"start": UP, "stop": DOWN + "\n" + DIE}))
+    run = agent.root / "run"
+    (run / "die").touch()
+    (run / "trace").unlink()
+    died = subprocess.run(
+        [*AGENT_CMD, "--root", str(agent.root), "--trust", str(keypair[1]), "stop"],
+        capture_output=True,
+        text=True,
+        env=agent_env(),
+        timeout=60,
+        check=False,
+    )
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    (run / "die").unlink()
+
+    _session(agent)
+
+    assert not (run / "up").exists()
+    assert trace(agent.root) == ["stop 1"]
+    ops = [(e["op"], e["outcome"]) for e in _log(agent)]
+    assert ops[-1:] == [("stop", "interrupted")]
 
 
 @pytest.mark.integration

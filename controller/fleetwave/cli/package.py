@@ -110,12 +110,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     """Build a package; print its path and package id."""
     expires = None
-    if args.expires_in:
+    if args.expires_in is not None:
         try:
-            seconds = max(1, round(parse_duration(args.expires_in)))
+            seconds = parse_duration(args.expires_in)
+            if seconds <= 0:  # "0s" would build a package no agent can install
+                raise ValueError(f"must be more than 0, got {args.expires_in!r}")
         except ValueError as exc:
             raise UsageError(f"--expires-in: {exc}") from None
-        expires = int(time.time()) + seconds
+        expires = int(time.time()) + max(1, round(seconds))
     path = build_package(
         args.src_dir,
         name=args.name,
