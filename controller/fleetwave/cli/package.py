@@ -13,6 +13,7 @@ from fleetwave_agent.manifest import Manifest
 from fleetwave_agent.package import build_package, read_manifest, verify_package
 from fleetwave_core.durations import parse_duration
 from fleetwave_core.errors import UsageError
+from fleetwave_core.timefmt import iso_utc
 
 
 def register(subparsers: Any) -> None:
@@ -133,7 +134,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             "package_id": manifest.package_id,
             "name": manifest.name,
             "version": manifest.version,
-            "expires": _iso(manifest.expires) if manifest.expires else None,
+            "expires": iso_utc(manifest.expires) if manifest.expires else None,
         }
         print(json.dumps(doc))
         return 0
@@ -179,13 +180,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
 def _render(m: Manifest) -> str:
-    created = _iso(m.created)
-    expires = _iso(m.expires) if m.expires else "never"
+    created = iso_utc(m.created)
+    expires = iso_utc(m.expires) if m.expires else "never"
     lines = [
         f"name:        {m.name}",
         f"version:     {m.version}",
