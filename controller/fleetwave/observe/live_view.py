@@ -252,6 +252,8 @@ class LiveView:
         self.console = console if console is not None else Console()
         self.clock = clock
         self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
         self._live = Live(
             console=self.console,
             get_renderable=self.frame,
@@ -259,8 +261,6 @@ class LiveView:
             refresh_per_second=refresh_per_second,
             transient=False,
         )
-        self._started = False
-        self._closed = False
 
     def frame(self) -> RenderableType:
         """The current frame, computed for ``clock()`` (called by ``Live`` on its timer)."""
