@@ -76,3 +76,17 @@ def test_plain_lines_of_the_scripted_run_keep_their_format() -> None:
         f"deployment {sc.DEP}: finished result=rolled_back ({lines[-1].split('(', 1)[1]}"
         == (lines[-1])
     )
+
+
+@pytest.mark.parametrize("command", ["deploy", "resume", "rollback"])
+def test_quiet_is_a_flag_of_the_run_commands_and_excludes_json(command: str) -> None:
+    from fleetwave.cli.main import build_parser
+
+    parser = build_parser()
+    tail = ["x.fwpkg"] if command == "deploy" else []
+    args = parser.parse_args([command, "-f", "p.yaml", *tail, "--quiet"])
+    assert args.quiet is True
+    assert args.json is False
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([command, "-f", "p.yaml", *tail, "--quiet", "--json"])
+    assert exc.value.code == 2
