@@ -180,8 +180,14 @@ def test_live_frame_fits_the_height_and_keeps_active_stages() -> None:
     model.apply(StageChanged(sc.DEP, sc.T0, active, "rolling"))
     for st in plan.stages()[:10]:
         model.apply(StageChanged(sc.DEP, sc.T0, st.id, "done"))
+    for st in plan.stages()[20:40]:  # 20 stages held by a closed window
+        model.apply(GateVerdict(sc.DEP, sc.T0, st.id, "blockers", "hold", sc.WINDOW_REASON))
+        model.apply(StageChanged(sc.DEP, sc.T0, st.id, "held"))
     lines = _lines(model.snapshot(sc.T0 + 5), 80, height=30)
     assert len(lines) <= 30
+    waiting = [line for line in lines if line.startswith("waiting: ")]
+    assert 1 < len(waiting) < 20
+    assert waiting[-1] == f"waiting: ... and {20 - len(waiting) + 1} more"
     assert any(line.startswith(active + " ") for line in lines)
     assert any(line.startswith("... ") and "more stages" in line for line in lines)
     # the final frame lists every stage

@@ -32,10 +32,9 @@ from fleetwave.planning.model import Plan
 from fleetwave_core.durations import format_duration
 
 REFRESH_PER_SECOND = 4.0
-#: Lines a frame needs besides the stage rows (header, table head, a few sections).
-_CHROME = 12
 _MIN_STAGE_ROWS = 3
 
+_WAITING = frozenset((StageStatus.WAITING, StageStatus.HELD))
 _STATUS_STYLE = {
     StageStatus.WAITING: "yellow",
     StageStatus.HELD: "bold yellow",
@@ -152,11 +151,16 @@ def _table(rows: list[StageRow]) -> Table:
 
 
 def _pick_rows(stages: tuple[StageRow, ...], room: int) -> tuple[list[StageRow], str | None]:
-    """The stages to show in ``room`` rows: every active one first, then the newest done
-    ones and the next pending ones; the rest are counted on one line."""
+    """The stages to show in ``room`` rows: the active ones first (at work, then
+    waiting or held), then the done and pending ones nearest them; the rest are
+    counted on one line."""
     if len(stages) <= room:
         return list(stages), None
-    active = [i for i, r in enumerate(stages) if r.status.active]
+    # stages at work before the ones waiting to begin
+    active = sorted(
+        (i for i, r in enumerate(stages) if r.status.active),
+        key=lambda i: (stages[i].status in _WAITING, i),
+    )
     keep = set(active[: max(room - 1, 1)])
     later = [i for i, r in enumerate(stages) if not r.status.active]
     anchor = (
@@ -180,35 +184,48 @@ def _pick_rows(stages: tuple[StageRow, ...], room: int) -> tuple[list[StageRow],
 
 
 def render(snap: Snapshot, *, height: int | None = None) -> RenderableType:
-    """One frame. ``height`` caps the stage rows (the live frame must fit the screen);
-    None shows every stage (the final frame)."""
-    parts: list[RenderableType] = [_header(snap), _line("hosts: " + hosts_text(snap.hosts))]
+    """One frame. With ``height`` (the live frame) it fits in that many lines: the stage
+    rows and the ``waiting:`` lines are cut to make room. None (the final frame) shows
+    every stage."""
+    top: list[Text] = [_header(snap), _line("hosts: " + hosts_text(snap.hosts))]
     if snap.reason and (snap.state == "rolling_back" or snap.finished):
-        parts.append(_line(f"reason: {snap.reason}", "red"))
-    room = len(snap.stages) if height is None else max(_MIN_STAGE_ROWS, height - _CHROME)
-    rows, note = _pick_rows(snap.stages, room)
-    parts.append(_table(rows))
-    if note:
-        parts.append(_line(note, "dim"))
+        top.append(_line(f"reason: {snap.reason}", "red"))
+    waiting = [
+        _line(f"waiting: {w.target}: {w.verdict}: {w.reason}", "yellow") for w in snap.waiting
+    ]
+    bottom: list[Text] = []
     if not snap.finished:
         for index, bake in snap.wave_bakes:
-            parts.append(_line(f"wave {index}: {bake_text(bake)}", "magenta"))
-        for w in snap.waiting:
-            parts.append(_line(f"waiting: {w.target}: {w.verdict}: {w.reason}", "yellow"))
+            bottom.append(_line(f"wave {index}: {bake_text(bake)}", "magenta"))
         alarms = _alarms_line(snap)
         if alarms is not None:
-            parts.append(alarms)
+            bottom.append(alarms)
         for role, alarm, state, reason in snap.role_alarms:
             style = "bold red" if state == "ALARM" else ""
-            parts.append(_line(f"{role} alarm {alarm}: {state}: {reason}", style))
+            bottom.append(_line(f"{role} alarm {alarm}: {state}: {reason}", style))
     if snap.failure_count:
-        parts.append(_line(f"failed steps: {snap.failure_count}", "red"))
-        parts.extend(_line(f"  {f}", "red") for f in snap.failures)
+        bottom.append(_line(f"failed steps: {snap.failure_count}", "red"))
+        bottom.extend(_line(f"  {f}", "red") for f in snap.failures)
     if snap.finished:
-        parts.append(_line(summary(snap), "bold"))
+        bottom.append(_line(summary(snap), "bold"))
     elif snap.recent:
-        parts.append(_line(f"last: {snap.recent[-1]}", "dim"))
-    return Group(*parts)
+        bottom.append(_line(f"last: {snap.recent[-1]}", "dim"))
+    if snap.finished:
+        waiting = []
+    room = len(snap.stages)
+    if height is not None:
+        # the table's header and the "... more stages" line take two more
+        spare = height - len(top) - len(bottom) - 2
+        if len(waiting) > max(1, spare // 3):
+            keep = max(1, spare // 3) - 1
+            more = len(waiting) - keep
+            waiting = [*waiting[:keep], _line(f"waiting: ... and {more} more", "yellow")]
+        room = max(_MIN_STAGE_ROWS, spare - len(waiting))
+    rows, note = _pick_rows(snap.stages, room)
+    parts: list[RenderableType] = [*top, _table(rows)]
+    if note:
+        parts.append(_line(note, "dim"))
+    return Group(*parts, *waiting, *bottom)
 
 
 def _alarms_line(snap: Snapshot) -> Text | None:
@@ -264,10 +281,13 @@ class LiveView:
 
     def frame(self) -> RenderableType:
         """The current frame, computed for ``clock()`` (called by ``Live`` on its timer)."""
-        with self._lock:
-            snap = self.model.snapshot(self.clock())
-            final = snap.finished or self._closed
-        return render(snap, height=None if final else self.console.size.height)
+        try:
+            with self._lock:
+                snap = self.model.snapshot(self.clock())
+                final = snap.finished or self._closed
+            return render(snap, height=None if final else self.console.size.height)
+        except Exception as exc:  # a sink must not raise, least of all in rich's thread
+            return _line(f"fleetwave: the live view cannot draw: {exc!r}", "red")
 
     def emit(self, event: ObservedEvent) -> None:
         """Fold the event in; the next timer tick draws it. The finish draws at once."""
