@@ -2,7 +2,7 @@
 #   bootstrap_system   Debian packages for the test fleet (needs root the first time)
 #   bootstrap_venv     .venv with fleetwave and its dev tools; exports VENV and PATH
 
-FLEETWAVE_APT_PACKAGES=(openssh-server haproxy prometheus socat iproute2 nftables procps util-linux systemd lintian python3-cryptography python3-yaml python3-psutil python3-prometheus-client)
+FLEETWAVE_APT_PACKAGES=(openssh-server haproxy prometheus socat iproute2 nftables procps util-linux systemd lintian python3-cryptography python3-yaml python3-psutil python3-prometheus-client tmux)
 
 bootstrap_system() {
     local missing=()

@@ -1,5 +1,5 @@
 """The controller's event sinks: Prometheus metrics, the JSON-lines log, plain lines and
-the TTY view, fed the events a deployment emits."""
+fed the events a deployment emits."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from fleetwave.observe.events import (
     ObservedEvent,
     PlainLines,
     StageChanged,
+    event_dict,
 )
 from fleetwave.observe.metrics import MetricsSink
-from fleetwave.observe.progress import ProgressView
 from fleetwave.rollout import FailureKind, HostOp, Result
 
 pytestmark = pytest.mark.unit
@@ -116,14 +116,13 @@ def test_plain_lines_skip_step_starts_and_name_failures() -> None:
     assert lines[-1] == "deployment d1: finished result=rolled_back"
 
 
-def test_terminal_view_redraws_in_place() -> None:
-    out = io.StringIO()
-    view = ProgressView(out)
-    for event in RUN:
-        view.emit(event)
-    text = out.getvalue()
-    assert text.count("deployment: ") == len(RUN)
-    assert "\x1b[" in text  # later frames move up and clear the previous one
-    last_frame = text.rsplit("deployment: ", 1)[1]
-    assert last_frame.startswith("finished (rolled_back)")
-    assert "failed: 1 (last: h1: install: RemoteAgentError)" in last_frame
+def test_event_log_gives_host_counts_by_stage() -> None:
+    summary = HostsSummary(
+        "d1",
+        1.0,
+        (("done", 1), ("pending", 2)),
+        (("s1", (("done", 1),)), ("s2", (("pending", 2),))),
+    )
+    record = event_dict(summary)
+    assert record["by_phase"] == {"done": 1, "pending": 2}
+    assert record["by_stage"] == {"s1": {"done": 1}, "s2": {"pending": 2}}

@@ -36,9 +36,7 @@ from fleetwave.observe.events import (
     EventSink,
     FanOut,
     JsonLinesFile,
-    JsonLinesStream,
     Note,
-    PlainLines,
 )
 from fleetwave.planning.codec import plan_from_dict, plan_to_dict
 from fleetwave.rollout.gates import (
@@ -76,7 +74,13 @@ def _run_options(parser: argparse.ArgumentParser, *, metrics: bool) -> None:
         parser.add_argument(
             "--metrics-port", type=int, help="serve controller metrics on this port"
         )
-    parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    output.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress: only errors and the final result (on stderr)",
+    )
     parser.add_argument("--force-unlock", metavar="LOCK_ID", help="clear this stale lock first")
 
 
@@ -177,18 +181,24 @@ def _pick(ctx: _Context, deployment: str | None) -> DeploymentRow:
     return row
 
 
-def _sinks(args: argparse.Namespace, ctx: _Context, stack: ExitStack) -> tuple[EventSink, Any]:
+def _sinks(
+    args: argparse.Namespace, ctx: _Context, stack: ExitStack, plan: Any
+) -> tuple[EventSink, Any]:
+    from fleetwave.observe.progress import choose_view, make_view
+
     log = JsonLinesFile(ctx.state_dir / EVENT_LOG)
     stack.callback(log.close)
-    sinks: list[EventSink] = [log]
-    if getattr(args, "json", False):
-        sinks.append(JsonLinesStream(sys.stdout))
-    elif sys.stdout.isatty():
-        from fleetwave.observe.progress import ProgressView
-
-        sinks.append(ProgressView(sys.stdout))
-    else:
-        sinks.append(PlainLines(sys.stdout))
+    kind = choose_view(
+        json=getattr(args, "json", False),
+        quiet=getattr(args, "quiet", False),
+        isatty=sys.stdout.isatty(),
+        env=os.environ,
+    )
+    view = make_view(kind, plan, sys.stdout, sys.stderr)
+    close = getattr(view, "close", None)
+    if close is not None:
+        stack.callback(close)
+    sinks: list[EventSink] = [log, view]
     metrics = None
     port = getattr(args, "metrics_port", None)
     if port is not None:
@@ -514,7 +524,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             controller=controller_id(),
         )
         lock.set_deployment(dep)
-        sink, metrics = _sinks(args, ctx, stack)
+        sink, metrics = _sinks(args, ctx, stack, plan)
         info = DeploymentInfo(
             dep,
             plan,
@@ -538,8 +548,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
             print(f"deployment {row.id}: already finished: {row.result}", file=sys.stderr)
             return _exit_for(row)
         ctx.journal.set_state(row.id, row.state, now=time.time(), controller=controller_id())
-        sink, metrics = _sinks(args, ctx, stack)
-        runner = _runner(ctx, _info(row, ctx), sink, metrics, _release_of(Path(row.package_path)))
+        info = _info(row, ctx)
+        sink, metrics = _sinks(args, ctx, stack, info.plan)
+        runner = _runner(ctx, info, sink, metrics, _release_of(Path(row.package_path)))
         finish = _drive(
             runner, lambda: runner.resume(extra or None), ask=sys.stdin.isatty() and not args.yes
         )
@@ -566,8 +577,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     try:
         with ExitStack() as stack:
             stack.enter_context(_locked(ctx, args, row.id))
-            sink, metrics = _sinks(args, ctx, stack)
-            runner = _runner(ctx, _info(row, ctx), sink, metrics)
+            info = _info(row, ctx)
+            sink, metrics = _sinks(args, ctx, stack, info.plan)
+            runner = _runner(ctx, info, sink, metrics)
             reason = args.reason
             finish = _drive(runner, lambda: runner.rollback(reason, by), ask=False)
             return _report(finish, runner, ctx)

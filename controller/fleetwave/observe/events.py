@@ -54,11 +54,13 @@ class HostStep:
 
 @dataclass(frozen=True)
 class HostsSummary:
-    """Counts of hosts by engine phase, sent after every decision that changed one."""
+    """Counts of hosts by engine phase, sent after every decision that changed one;
+    ``by_stage`` gives the same counts for each stage that has hosts (the live view)."""
 
     deployment_id: str
     at: float
     by_phase: tuple[tuple[str, int], ...]
+    by_stage: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def event_dict(event: ObservedEvent) -> dict[str, Any]:
             out[k] = v.value
     if isinstance(event, HostsSummary):
         out["by_phase"] = dict(event.by_phase)
+        out["by_stage"] = {stage: dict(counts) for stage, counts in event.by_stage}
     if isinstance(event, AlarmsEvaluated):
         out["readings"] = [
             {"alarm": r.alarm, "scope": r.scope, "state": r.state.value, "value": r.value}

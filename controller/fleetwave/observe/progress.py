@@ -1,78 +1,72 @@
-"""The live progress view for a TTY: a few summary lines, redrawn in place."""
+"""Which progress output a run gets on the terminal, and the ``--quiet`` one.
+
+``--json``: JSON lines. ``--quiet``: only errors as they happen (the final result is
+the command's last line on stderr). Otherwise the ``rich`` live view
+(:mod:`fleetwave.observe.live_view`) when stdout is a terminal and ``TERM`` is not
+``dumb``, else plain lines (:class:`~fleetwave.observe.events.PlainLines`).
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from typing import IO
 
 from fleetwave.observe.events import (
-    AlarmStateChanged,
     DeploymentChanged,
-    GateVerdict,
-    HostsSummary,
+    EventSink,
     HostStep,
+    JsonLinesStream,
     ObservedEvent,
-    StageChanged,
+    PlainLines,
     describe,
 )
+from fleetwave.planning.model import Plan
 
-_UP_AND_CLEAR = "\x1b[{n}F\x1b[J"
+
+class ViewKind(enum.Enum):
+    JSON = "json"
+    QUIET = "quiet"
+    PLAIN = "plain"
+    LIVE = "live"
 
 
-class ProgressView:
-    """Redraws: the deployment state, active stages, host counts, the last event."""
+def choose_view(*, json: bool, quiet: bool, isatty: bool, env: Mapping[str, str]) -> ViewKind:
+    """The output for these flags on this terminal (``--json`` wins over the rest)."""
+    if json:
+        return ViewKind.JSON
+    if quiet:
+        return ViewKind.QUIET
+    if not isatty or env.get("TERM", "") in ("", "dumb"):
+        return ViewKind.PLAIN
+    return ViewKind.LIVE
+
+
+class QuietLines:
+    """``--quiet``: one line per failed host step and for the start of a rollback."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
-        self.state = "starting"
-        self.stages: dict[str, str] = {}
-        self.hosts: dict[str, int] = {}
-        self.last = ""
-        self.failures: list[str] = []
-        self.waiting: dict[str, str] = {}  # target -> what it waits for
-        self.alarms: dict[str, str] = {}
-        self._drawn = 0
 
     def emit(self, event: ObservedEvent) -> None:
-        if isinstance(event, DeploymentChanged):
-            self.state = event.state + (f" ({event.result})" if event.result else "")
-            if event.reason:
-                self.last = event.reason
-        elif isinstance(event, StageChanged):
-            if event.phase == "done":
-                self.stages.pop(event.stage, None)
-            else:
-                self.stages[event.stage] = event.phase
-        elif isinstance(event, HostsSummary):
-            self.hosts = dict(event.by_phase)
-        elif isinstance(event, GateVerdict):
-            if event.verdict in ("wait", "hold"):
-                self.waiting[event.target] = f"{event.verdict}: {event.reason}"
-            else:
-                self.waiting.pop(event.target, None)
-        elif isinstance(event, AlarmStateChanged):
-            self.alarms[event.alarm] = event.state
-        elif isinstance(event, HostStep) and event.outcome == "failed":
-            self.failures.append(f"{event.host}: {event.step}: {event.error_kind}")
-        line = describe(event)
-        if line:
-            self.last = line
-        self._draw()
+        failed = isinstance(event, HostStep) and event.outcome == "failed"
+        rollback = isinstance(event, DeploymentChanged) and event.state == "rolling_back"
+        line = describe(event) if failed or rollback else None
+        if line is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
-    def _draw(self) -> None:
-        lines = [f"deployment: {self.state}"]
-        active = ", ".join(f"{s} [{p}]" for s, p in sorted(self.stages.items())) or "-"
-        lines.append(f"stages: {active}")
-        lines.append(
-            "hosts: " + (" ".join(f"{k}={v}" for k, v in sorted(self.hosts.items())) or "-")
-        )
-        for target, why in sorted(self.waiting.items()):
-            lines.append(f"waiting: {target}: {why}"[:200])
-        if self.alarms:
-            lines.append("alarms: " + " ".join(f"{a}={s}" for a, s in sorted(self.alarms.items())))
-        if self.failures:
-            lines.append(f"failed: {len(self.failures)} (last: {self.failures[-1]})")
-        lines.append(f"last: {self.last}"[:200])
-        out = _UP_AND_CLEAR.format(n=self._drawn) if self._drawn else ""
-        self.stream.write(out + "\n".join(lines) + "\n")
-        self.stream.flush()
-        self._drawn = len(lines)
+
+def make_view(kind: ViewKind, plan: Plan, stdout: IO[str], stderr: IO[str]) -> EventSink:
+    """The sink for ``kind``; the live view draws on ``stdout`` (close it when done)."""
+    if kind is ViewKind.JSON:
+        return JsonLinesStream(stdout)
+    if kind is ViewKind.QUIET:
+        return QuietLines(stderr)
+    if kind is ViewKind.PLAIN:
+        return PlainLines(stdout)
+    from rich.console import Console
+
+    from fleetwave.observe.live_view import LiveView
+
+    return LiveView(plan, Console(file=stdout))

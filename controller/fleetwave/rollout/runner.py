@@ -638,7 +638,12 @@ class Runner:
                 self._emit(StageChanged(dep, now, sid, st.phase.value))
         if new.hosts is not old.hosts:
             counts = Counter(h.phase.value for h in new.hosts.values())
-            self._emit(HostsSummary(dep, now, tuple(sorted(counts.items()))))
+            per_stage = Counter((h.stage_id, h.phase.value) for h in new.hosts.values())
+            by_stage: dict[str, dict[str, int]] = {}
+            for (sid, phase), n in per_stage.items():
+                by_stage.setdefault(sid, {})[phase] = n
+            stages = tuple((sid, tuple(sorted(c.items()))) for sid, c in sorted(by_stage.items()))
+            self._emit(HostsSummary(dep, now, tuple(sorted(counts.items())), stages))
 
 
 _HOST_OP: Mapping[type[Action], HostOp] = {
