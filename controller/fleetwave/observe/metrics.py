@@ -12,12 +12,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from fleetwave.observe.events import (
     DeploymentChanged,
+    HostsOutOfRotation,
     HostsSummary,
     HostStep,
     ObservedEvent,
     StageChanged,
 )
 
+#: The ``reason`` label values of ``fleetwave_hosts_out_of_rotation``.
+OUT_OF_ROTATION_REASONS = ("operator", "failed", "rollback_failed", "stopped")
 _STEP_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 _STAGE_BUCKETS = (10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 
@@ -54,6 +57,15 @@ class MetricsSink:
         self.ssh_errors = Counter(
             "fleetwave_ssh_errors", "SSH transport errors by kind", ["kind"], registry=r
         )
+        self.out_of_rotation = Gauge(
+            "fleetwave_hosts_out_of_rotation",
+            "Hosts the deployment leaves out of rotation, by reason "
+            "(operator, failed, rollback_failed, stopped)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in OUT_OF_ROTATION_REASONS:
+            self.out_of_rotation.labels(reason).set(0)
         self._stage_start: dict[str, float] = {}
 
     def emit(self, event: ObservedEvent) -> None:
@@ -66,6 +78,12 @@ class MetricsSink:
             counts = dict(event.by_phase)
             for phase in set(counts) | self._seen_phases():
                 self.hosts.labels(phase).set(counts.get(phase, 0))
+        elif isinstance(event, HostsOutOfRotation):
+            counts = {reason: 0 for reason in OUT_OF_ROTATION_REASONS}
+            for _host, reason, _why in event.hosts:
+                counts[reason] = counts.get(reason, 0) + 1
+            for reason, n in counts.items():
+                self.out_of_rotation.labels(reason).set(n)
         elif isinstance(event, HostStep) and event.outcome != "start":
             self.step_duration.labels(event.step, event.outcome).observe(event.duration_s or 0.0)
         elif isinstance(event, StageChanged):
