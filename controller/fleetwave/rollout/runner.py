@@ -249,6 +249,7 @@ class Runner:
         """Continue from the journal: replay, reconcile with balancers and agents, go on.
         A ``rollback_incomplete`` deployment continues its rollback."""
         self.replay()
+        self._consume_journalled_requests()
         st = self.state
         if st.phase is Phase.FINISHED and st.result is Result.ROLLBACK_INCOMPLETE:
             by = _by(extra or [])
@@ -278,6 +279,19 @@ class Runner:
         """Ask the running loop to stop cleanly (SIGTERM): no new steps; in-flight hosts
         finish their steps and are returned; the deployment stays resumable."""
         self._queue.put_nowait(_StopRequest(reason))
+
+    def _consume_journalled_requests(self) -> None:
+        """A crash between journalling a request's event and consuming the request
+        leaves it pending: its event is replayed, so it is consumed now."""
+        pending = {r.id for r in self.journal.pending_requests(self.info.deployment_id)}
+        if not pending:
+            return
+        done = [
+            e.request_id
+            for _, e in self.journal.events(self.info.deployment_id)
+            if isinstance(e, RollbackRequested) and e.request_id in pending
+        ]
+        self.journal.consume_requests([i for i in done if i is not None], self.clock.now())
 
     def replay(self) -> State:
         """Rebuild the engine state from the journal's recorded events."""
@@ -465,10 +479,12 @@ class Runner:
         dep = self.info.deployment_id
         now = self.clock.now()
         left = [(n, r, why) for n, r, why in out_of_rotation(self.state)]
+        # Hosts whose step died with the error (others started after the stop never
+        # ran a step: resume issues it).
         left += [
-            (n, "stopped", f"stopped during {h.phase.value}; resume finishes it")
-            for n, h in self.state.hosts.items()
-            if h.phase in INFLIGHT
+            (n, "stopped", f"stopped during {self.state.hosts[n].phase.value}; resume finishes it")
+            for n in sorted(self._finishing)
+            if self.state.hosts[n].phase in INFLIGHT
         ]
         detail: dict[str, Any] = {"reason": reason, "state": state}
         if error is not None:
@@ -524,7 +540,7 @@ class Runner:
             for req in self.journal.pending_requests(self.info.deployment_id):
                 if req.kind == "rollback" and req.id not in seen:
                     seen.add(req.id)
-                    event = RollbackRequested(req.reason, req.by)
+                    event = RollbackRequested(req.reason, req.by, req.id)
                     self._queue.put_nowait(_FromRequest(event, req.id))
 
     # -- actions --------------------------------------------------------------------------

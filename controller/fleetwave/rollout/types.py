@@ -302,6 +302,9 @@ class TimerElapsed:
 class RollbackRequested:
     reason: str
     by: str
+    #: The journal ``requests`` row it came from (another process), if any: a resume
+    #: consumes requests whose events were journalled before a crash.
+    request_id: int | None = None
 
 
 @dataclass(frozen=True)
