@@ -156,6 +156,7 @@ class World:
                     HostPhase.RB_DRAINING,
                     HostPhase.RB_ROLLING_BACK,
                     HostPhase.RB_RETURNING,
+                    HostPhase.RESTORING,
                 )
                 for h in stage.hosts
             )
@@ -262,7 +263,13 @@ class Driver:
             if (
                 not self.world.has_lb[name]
                 and host.serving
-                and host.phase in (HostPhase.DONE, HostPhase.ROLLED_BACK, HostPhase.RB_PENDING)
+                and host.phase
+                in (
+                    HostPhase.DONE,
+                    HostPhase.ROLLED_BACK,
+                    HostPhase.RB_PENDING,
+                    HostPhase.RESTORED,
+                )
             ):
                 self.world.serving[name] = True
         for action in actions:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -22,8 +23,13 @@ from typing import Any, Protocol
 
 from fleetwave.config.spec import OverrideTarget
 from fleetwave.errors import (
+    AgentCallTimeoutError,
+    AuthenticationError,
     EngineStalledError,
     FleetwaveError,
+    ForeignReleaseError,
+    HostKeyError,
+    JournalError,
     LoadBalancerError,
     RemoteAgentError,
     TransportError,
@@ -35,6 +41,7 @@ from fleetwave.observe.events import (
     DeploymentChanged,
     EventSink,
     GateVerdict,
+    HostsOutOfRotation,
     HostsSummary,
     HostStep,
     Note,
@@ -45,7 +52,17 @@ from fleetwave.planning.model import HostRef, Plan
 from fleetwave.rollout.engine import decide
 from fleetwave.rollout.gates import BakeTarget, Gates
 from fleetwave.rollout.journal import Journal
-from fleetwave.rollout.state import FAILED, INFLIGHT, HostPhase, Phase, State, initial_state
+from fleetwave.rollout.scheduler import finish_action
+from fleetwave.rollout.state import (
+    FAILED,
+    FORWARD_FAILED,
+    INFLIGHT,
+    HostPhase,
+    Phase,
+    State,
+    initial_state,
+    out_of_rotation,
+)
 from fleetwave.rollout.types import (
     Action,
     AlarmChanged,
@@ -68,11 +85,14 @@ from fleetwave.rollout.types import (
     InstallOnHost,
     OverrideGranted,
     ProbeStage,
+    Result,
     Resumed,
     ReturnHost,
+    RollbackContinued,
     RollbackHost,
     RollbackRequested,
     StageProbed,
+    Stopped,
     Target,
     TimerElapsed,
     Verdict,
@@ -80,6 +100,11 @@ from fleetwave.rollout.types import (
 )
 from fleetwave.rollout.watching import AlarmReading, Watcher
 from fleetwave.transport.base import AgentSession, Transport
+from fleetwave.transport.retry import RetryPolicy, retry_async
+
+#: Host steps retry transient transport errors this often (4 attempts in all).
+DEFAULT_STEP_RETRY = RetryPolicy(retries=3, base_delay_s=0.5, max_delay_s=4.0)
+DEFAULT_GATE_TIMEOUT_S = 60.0
 
 
 class Clock(Protocol):
@@ -111,12 +136,68 @@ def controller_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def transient(exc: BaseException) -> bool:
+    """A transport error a retry may cure: a refused or reset connection, a lost
+    session, a handshake dropped by a busy sshd. Never an error the agent reported
+    (integrity errors included), a host-key or authentication failure, or a call
+    timeout (the agent may still be working on it)."""
+    if not isinstance(exc, TransportError):
+        return False
+    return not isinstance(
+        exc, RemoteAgentError | HostKeyError | AuthenticationError | AgentCallTimeoutError
+    )
+
+
+@dataclass(frozen=True)
+class _StopRequest:
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Wake:
+    """Wakes the loop once the last task of a stopping runner is gone."""
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A task or the request poller raised: the runner stops (never silently)."""
+
+    what: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class _FromRequest:
+    """A rollback request from another process; consumed once its event is journalled."""
+
+    event: RollbackRequested
+    request_id: int
+
+
+_HostAction = DrainHost | InstallOnHost | ReturnHost | RollbackHost
+
+
+def _by(events: list[Event]) -> str:
+    for e in events:
+        if isinstance(e, RollbackRequested):
+            return e.by
+    return "resume"
+
+
 def release_version(summary: Any) -> str | None:
     """The version of an agent release summary (``{"version": ...}``), or None."""
     if isinstance(summary, dict):
         v = summary.get("version")
         return v if isinstance(v, str) else None
     return summary if isinstance(summary, str) else None
+
+
+def release_package(summary: Any) -> str | None:
+    """The package id of an agent release summary, or None (old agents omit it)."""
+    if isinstance(summary, dict):
+        v = summary.get("package_id")
+        return v if isinstance(v, str) else None
+    return None
 
 
 def replay(plan: Plan, journal: Journal, deployment_id: str) -> State:
@@ -143,6 +224,8 @@ class Runner:
         request_poll_s: float | None = 1.0,
         watcher: Watcher | None = None,
         post_deploy_watch_s: float = 0.0,
+        retry: RetryPolicy = DEFAULT_STEP_RETRY,
+        gate_timeout_s: float = DEFAULT_GATE_TIMEOUT_S,
     ) -> None:
         self.info = info
         self.journal = journal
@@ -156,38 +239,74 @@ class Runner:
         #: Closed by the caller with the transport (the watcher's own transport).
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.post_deploy_watch_s = post_deploy_watch_s
+        self.retry = retry
+        self.gate_timeout_s = gate_timeout_s
         self.state: State = initial_state(info.plan)
         self._hosts = {h.name: h for h in info.plan.hosts()}
         self._sessions: dict[str, AgentSession] = {}
         self._session_locks: dict[str, asyncio.Lock] = {}
-        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[
+            Event | _StopRequest | _Wake | _Failure | _FromRequest | BaseException
+        ] = asyncio.Queue()
+        self._tasks: dict[asyncio.Task[None], Action] = {}
+        # Set once the runner stops early: (reason, journal state, error).
+        self._stopping: tuple[str, str, BaseException | None] | None = None
+        self._finishing: set[str] = set()  # hosts whose steps run on while stopping
 
     # -- entry points ---------------------------------------------------------------------
 
-    async def run(self, extra: list[Event] | None = None) -> Finish:
+    async def run(self, extra: list[Event] | None = None) -> Finish | Stopped:
         """Start a new deployment (already created in the journal); ``extra`` events
         (an override) are decided right after the start."""
         return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
 
-    async def resume(self, extra: list[Event] | None = None) -> Finish:
-        """Continue from the journal: replay, reconcile with balancers and agents, go on."""
+    async def resume(self, extra: list[Event] | None = None) -> Finish | Stopped:
+        """Continue from the journal: replay, reconcile with balancers and agents, go on.
+        A ``rollback_incomplete`` deployment continues its rollback."""
         self.replay()
-        if self.state.phase is Phase.FINISHED and not extra:
+        self._consume_journalled_requests()
+        st = self.state
+        if st.phase is Phase.FINISHED and st.result is Result.ROLLBACK_INCOMPLETE:
+            by = _by(extra or [])
+            extra = [e for e in extra or [] if not isinstance(e, RollbackRequested)]
+            extra.append(RollbackContinued(by))
+        if st.phase is Phase.FINISHED and not extra:
             return self._finished_action()
-        if self.state.phase is Phase.PENDING:
+        if st.phase is Phase.PENDING:
             # The crash came before the first decision: nothing was done yet.
             return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
+        if st.phase is not Phase.FINISHED:
+            # An interrupted or aborted row is running again.
+            self.journal.set_state(self.info.deployment_id, st.phase.value, now=self.clock.now())
         facts = await self.reconcile()
         return await self._loop([Resumed(facts), *(extra or [])])
 
-    async def rollback(self, reason: str, by: str) -> Finish:
-        """Roll back a stopped deployment (crashed, interrupted or finished)."""
+    async def rollback(self, reason: str, by: str) -> Finish | Stopped:
+        """Roll back a stopped deployment (crashed, interrupted or finished), or continue
+        the rollback of a ``rollback_incomplete`` one."""
         return await self.resume([RollbackRequested(reason, by)])
 
     def request_rollback(self, reason: str, by: str) -> None:
         """Ask the running loop to roll back (from a signal handler or another task)."""
         self._queue.put_nowait(RollbackRequested(reason, by))
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the running loop to stop cleanly (SIGTERM): no new steps; in-flight hosts
+        finish their steps and are returned; the deployment stays resumable."""
+        self._queue.put_nowait(_StopRequest(reason))
+
+    def _consume_journalled_requests(self) -> None:
+        """A crash between journalling a request's event and consuming the request
+        leaves it pending: its event is replayed, so it is consumed now."""
+        pending = {r.id for r in self.journal.pending_requests(self.info.deployment_id)}
+        if not pending:
+            return
+        done = [
+            e.request_id
+            for _, e in self.journal.events(self.info.deployment_id)
+            if isinstance(e, RollbackRequested) and e.request_id in pending
+        ]
+        self.journal.consume_requests([i for i in done if i is not None], self.clock.now())
 
     def replay(self) -> State:
         """Rebuild the engine state from the journal's recorded events."""
@@ -208,10 +327,9 @@ class Runner:
                 result=result.value,
                 reason=self.state.rollback_reason,
             )
-        failed = tuple(
-            (h.name, h.failure or "") for h in self.state.hosts.values() if h.phase in FAILED
-        )
-        return Finish(result, failed, self.state.rollback_reason)
+        phases = FAILED if result.rolled_back else FORWARD_FAILED
+        failed = tuple(h.name for h in self.state.hosts.values() if h.phase in phases)
+        return finish_action(self.state, failed)
 
     # -- reconciliation -------------------------------------------------------------------
 
@@ -224,15 +342,16 @@ class Runner:
         async def fact(name: str) -> tuple[str, HostFacts | None]:
             before = known.get(name, {}).get("before")
             try:
-                session = await self._session(self._hosts[name])
-                status = await session.call("status", {"probe_health": False})
+                status = await self._status(self._hosts[name], probe_health=False)
             except FleetwaveError as exc:
                 self._note(f"resume: {name}: agent unreachable ({exc}); re-issuing its step")
                 return name, None
+            package = release_package(status.get("current"))
             return name, HostFacts(
                 current=release_version(status.get("current")),
                 before_known=before is not None,
                 before=None if before is None else before.get("release"),
+                deployed=None if package is None else package == self.info.package_id,
             )
 
         results = await asyncio.gather(*(fact(h.name) for h in inflight))
@@ -274,30 +393,48 @@ class Runner:
 
     # -- the loop -------------------------------------------------------------------------
 
-    async def _loop(self, first: list[Event]) -> Finish:
+    async def _loop(self, first: list[Event]) -> Finish | Stopped:
         for e in first:
             self._queue.put_nowait(e)
         dep = self.info.deployment_id
         poller = None
         if self.request_poll_s is not None:
             poller = asyncio.create_task(self._poll_requests(self.request_poll_s))
+            poller.add_done_callback(self._helper_done("the rollback-request poller"))
         watch = None
         if self.watcher is not None:
             watch = asyncio.create_task(self._watch(self.watcher))
+            watch.add_done_callback(self._helper_done("the watcher"))
         try:
             while True:
+                if self._stopping is not None and not self._tasks and self._queue.empty():
+                    return self._stopped()
                 item = await self._queue.get()
+                if isinstance(item, _Wake):
+                    continue
                 if isinstance(item, BaseException):
-                    raise item
+                    raise item  # not an Exception (a kill, an exit): nothing to save
+                if isinstance(item, _StopRequest):
+                    self._begin_stop(item.reason, "interrupted", None)
+                    continue
+                if isinstance(item, _Failure):
+                    self._begin_stop(item.what, "aborted", item.error)
+                    continue
+                request_id = item.request_id if isinstance(item, _FromRequest) else None
+                if isinstance(item, _FromRequest):
+                    item = item.event
                 now = self.clock.now()
                 self.journal.record_event(dep, item, now)
+                if request_id is not None:
+                    # Only now: a crash before this line replays the request again.
+                    self.journal.consume_requests([request_id], now)
                 self._observe_input(item, now)
                 before = self.state
                 self.state, actions = decide(self.state, item, now)
                 self._observe(before, self.state, now)
                 for action in actions:
-                    self.journal.record_intent(dep, action, now)
                     if isinstance(action, Finish):
+                        self.journal.record_intent(dep, action, now)
                         self.journal.set_state(
                             dep,
                             "finished",
@@ -311,8 +448,15 @@ class Runner:
                             )
                         )
                         return action
+                    if self._stopping is not None and not self._continues(action):
+                        continue  # resume re-issues it
+                    self.journal.record_intent(dep, action, now)
                     self._spawn(action)
-                if not self._tasks and self._queue.empty():
+                if self._stopping is not None:
+                    self._finishing &= {
+                        n for n in self._finishing if self.state.hosts[n].phase in INFLIGHT
+                    }
+                elif not self._tasks and self._queue.empty():
                     raise EngineStalledError(
                         f"deployment {dep}: the engine is waiting with nothing in flight "
                         f"after {type(item).__name__}; the journal is intact, try resume"
@@ -324,15 +468,89 @@ class Runner:
             await asyncio.gather(*self._tasks, *extras, return_exceptions=True)
             await self._close_sessions()
 
+    # -- stopping early -------------------------------------------------------------------
+
+    def _begin_stop(self, reason: str, state: str, error: BaseException | None) -> None:
+        """Stop starting anything new: timers, gates and probes are cancelled; hosts with
+        a step in flight carry on until they are settled (returned, or failed)."""
+        if self._stopping is not None:
+            self._note(f"while stopping: {reason}")
+            return
+        self._stopping = (reason, state, error)
+        self._finishing = {n for n, h in self.state.hosts.items() if h.phase in INFLIGHT}
+        for task, action in list(self._tasks.items()):
+            if not isinstance(action, _HostAction):
+                task.cancel()
+        self._note(
+            f"stopping: {reason}: no new steps; {len(self._finishing)} host(s) in flight "
+            "finish theirs"
+        )
+
+    def _continues(self, action: Action) -> bool:
+        """While stopping, only the steps of hosts that were in flight go on."""
+        return isinstance(action, _HostAction) and action.host in self._finishing
+
+    def _stopped(self) -> Stopped:
+        assert self._stopping is not None
+        reason, state, error = self._stopping
+        dep = self.info.deployment_id
+        now = self.clock.now()
+        left = [(n, r, why) for n, r, why in out_of_rotation(self.state)]
+        # Hosts whose step died with the error (others started after the stop never
+        # ran a step: resume issues it).
+        left += [
+            (n, "stopped", f"stopped during {self.state.hosts[n].phase.value}; resume finishes it")
+            for n in sorted(self._finishing)
+            if self.state.hosts[n].phase in INFLIGHT
+        ]
+        detail: dict[str, Any] = {"reason": reason, "state": state}
+        if error is not None:
+            detail["error"] = f"{type(error).__name__}: {error}"
+            detail["traceback"] = "".join(traceback.format_exception(error))
+        try:
+            self.journal.audit(dep, "stopped", detail, now)
+            self.journal.set_state(dep, state, now=now, reason=reason)
+        except JournalError as exc:  # the journal may be what broke
+            self._note(f"could not journal the stop: {exc}")
+        if "traceback" in detail:
+            self._note(f"{state}: {detail['error']}\n{detail['traceback']}")
+        self._emit(HostsOutOfRotation(dep, now, tuple(left)))
+        self._emit(DeploymentChanged(dep, now, state, None, reason))
+        return Stopped(reason, state, error, tuple((n, why) for n, _, why in left))  # type: ignore[arg-type]
+
     def _spawn(self, action: Action) -> None:
         task = asyncio.create_task(self._carry_out(action))
-        self._tasks.add(task)
+        self._tasks[task] = action
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._queue.put_nowait(task.exception())  # type: ignore[arg-type]
+        action = self._tasks.pop(task, None)
+        if self._stopping is not None and not self._tasks:
+            self._queue.put_nowait(_Wake())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, Exception):
+            self._queue.put_nowait(exc)
+        elif exc is not None:
+            what = type(action).__name__ if action is not None else "a task"
+            if isinstance(action, _HostAction):
+                what += f" on {action.host}"
+            self._queue.put_nowait(_Failure(f"{what} failed: {type(exc).__name__}: {exc}", exc))
+
+    def _helper_done(self, what: str) -> Callable[[asyncio.Task[None]], None]:
+        """A done callback for a helper task (the request poller, the watcher): its
+        failure stops the deployment and says why. Without the poller a rollback
+        request is lost; without the watcher no alarm can roll back."""
+
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                assert exc is not None
+                why = f"{what} failed: {type(exc).__name__}: {exc}"
+                self._queue.put_nowait(_Failure(why, exc))
+
+        return done
 
     async def _carry_out(self, action: Action) -> None:
         event = await self._execute(action)
@@ -340,11 +558,14 @@ class Runner:
             self._queue.put_nowait(event)
 
     async def _poll_requests(self, every: float) -> None:
+        seen: set[int] = set()
         while True:
             await asyncio.sleep(every)
-            for req in self.journal.take_requests(self.info.deployment_id, self.clock.now()):
-                if req.kind == "rollback":
-                    self._queue.put_nowait(RollbackRequested(req.reason, req.by))
+            for req in self.journal.pending_requests(self.info.deployment_id):
+                if req.kind == "rollback" and req.id not in seen:
+                    seen.add(req.id)
+                    event = RollbackRequested(req.reason, req.by, req.id)
+                    self._queue.put_nowait(_FromRequest(event, req.id))
 
     async def _watch(self, watcher: Watcher) -> None:
         """The watcher task: its alarm changes are engine events like any other."""
@@ -355,11 +576,7 @@ class Runner:
         async def sleep(seconds: float) -> None:
             await self.clock.sleep_until(self.clock.now() + seconds)
 
-        try:
-            await watcher.run(lambda: self.state, self._queue.put_nowait, readings, sleep)
-        except FleetwaveError as exc:
-            # Watching must not die silently: without it no alarm can roll back.
-            self._queue.put_nowait(exc)
+        await watcher.run(lambda: self.state, self._queue.put_nowait, readings, sleep)
 
     def _skips(self) -> frozenset[OverrideTarget]:
         override = self.state.override
@@ -384,7 +601,8 @@ class Runner:
             v = await self._gate(
                 self.gates.check_bake(
                     bake_target, action.window_start, self.clock.now(), self._skips()
-                )
+                ),
+                self.gates.bake_time_limit_s(bake_target),
             )
             return GateResult(action.target, "bake", v)
         if isinstance(action, ProbeStage):
@@ -393,11 +611,16 @@ class Runner:
             return await self._host_action(action)
         return None
 
-    async def _gate(self, check: Awaitable[Verdict]) -> Verdict:
+    async def _gate(self, check: Awaitable[Verdict], own_limit_s: float = 0.0) -> Verdict:
+        # A gate that cannot answer (in time) is a reason to wait, never to pass. Gates
+        # with limits of their own (pre-production tests) get them on top.
+        deadline = self.gate_timeout_s + own_limit_s
         try:
-            return await check
+            async with asyncio.timeout(deadline):
+                return await check
+        except TimeoutError:
+            return Verdict.wait(f"gate gave no answer within {deadline:g} s")
         except FleetwaveError as exc:
-            # A gate that cannot answer is a reason to wait, never to pass.
             return Verdict.wait(f"gate error: {exc}")
 
     def _bake_target(self, target: Target) -> BakeTarget:
@@ -410,29 +633,71 @@ class Runner:
     async def _probe(self, stage_id: str) -> Event:
         stage = self.state.stage(stage_id)
 
+        held: dict[str, str] = {}
+
         async def serving(host: HostRef) -> bool:
             if host.lb is not None:
                 try:
                     st = await self._lb(host).status(host.lb)
                 except FleetwaveError:
                     return False
+                if st.state in (ServerState.MAINT, ServerState.DRAIN):
+                    # An operator's choice (the stage has not been touched yet): kept.
+                    held[host.name] = st.state.value
+                    self._note(f"{host.name}: {st.state.value} at stage start; skipped")
+                    return False
                 if st.state is not ServerState.READY or st.healthy is False:
                     return False
             return await self._agent_healthy(host)
 
         flags = await asyncio.gather(*(serving(h) for h in stage.hosts))
-        return StageProbed(
-            stage_id, frozenset(h.name for h, ok in zip(stage.hosts, flags, strict=True) if ok)
-        )
+        ok = frozenset(h.name for h, up in zip(stage.hosts, flags, strict=True) if up)
+        return StageProbed(stage_id, ok, held)
 
     async def _agent_healthy(self, host: HostRef) -> bool:
         try:
-            status = await (await self._session(host)).call("status")
-        except FleetwaveError as exc:
-            if isinstance(exc, TransportError) and not isinstance(exc, RemoteAgentError):
-                self._sessions.pop(host.name, None)
+            status = await self._status(host, probe_health=True)
+        except FleetwaveError:
             return False
         return status.get("current") is not None and status.get("healthy") is not False
+
+    async def _status(self, host: HostRef, *, probe_health: bool) -> dict[str, Any]:
+        """The agent's ``status``, retrying transient transport errors."""
+        args = None if probe_health else {"probe_health": False}
+
+        async def once() -> dict[str, Any]:
+            return await (await self._session(host)).call("status", args)
+
+        status: dict[str, Any] = await self._retrying(host, once, [0])
+        return status
+
+    async def _retrying(self, host: HostRef, once: Any, attempts: list[int]) -> Any:
+        """Run ``once`` with the step retry policy: a transient transport error drops
+        the session (the next attempt reconnects) and tries again after a backoff."""
+
+        async def attempt() -> Any:
+            attempts[0] += 1
+            try:
+                return await once()
+            except TransportError as exc:
+                if not isinstance(exc, RemoteAgentError):
+                    await self._drop_session(host.name)
+                raise
+
+        def on_retry(number: int, exc: BaseException, pause: float) -> None:
+            n = self.retry.retries
+            self._note(f"{host.name}: {exc}; retry {number} of {n} in {pause:.1f} s")
+
+        async def sleep(pause: float) -> None:
+            await self.clock.sleep_until(self.clock.now() + pause)
+
+        return await retry_async(attempt, self.retry, transient, sleep=sleep, on_retry=on_retry)
+
+    async def _drop_session(self, name: str) -> None:
+        session = self._sessions.pop(name, None)
+        if session is not None:
+            with contextlib.suppress(FleetwaveError, OSError):
+                await session.close()
 
     async def _host_action(
         self, action: DrainHost | InstallOnHost | ReturnHost | RollbackHost
@@ -443,18 +708,22 @@ class Runner:
         start = self.clock.now()
         self._emit(HostStep(dep, start, host.name, action.stage_id, step, "start"))
         before: list[BeforeRelease] = []
+        attempts = [0]
         try:
-            event = await self._do_host(action, host, before)
+            event: Event = await self._retrying(
+                host, lambda: self._do_host(action, host, before), attempts
+            )
+        except JournalError:
+            raise  # the controller's own failure, not the host's: the runner stops
         except FleetwaveError as exc:
-            if isinstance(exc, TransportError) and not isinstance(exc, RemoteAgentError):
-                self._sessions.pop(host.name, None)  # reconnect on the next step
             kind = (
                 FailureKind.of_name(exc.error_type)
                 if isinstance(exc, RemoteAgentError)
                 else FailureKind.of_error(exc)
             )
+            message = str(exc) if attempts[0] <= 1 else f"after {attempts[0]} attempts: {exc}"
             now = self.clock.now()
-            detail = {"kind": kind.value, "error": str(exc)}
+            detail = {"kind": kind.value, "error": message, "attempts": attempts[0]}
             self.journal.record_outcome(dep, action, False, detail, now)
             self._emit(
                 HostStep(
@@ -466,10 +735,10 @@ class Runner:
                     "failed",
                     now - start,
                     kind,
-                    str(exc),
+                    message,
                 )
             )
-            return HostFailed(host.name, step, kind, str(exc), before[0] if before else None)
+            return HostFailed(host.name, step, kind, message, before[0] if before else None)
         now = self.clock.now()
         self.journal.record_outcome(dep, action, True, {}, now)
         self._emit(HostStep(dep, now, host.name, action.stage_id, step, "ok", now - start))
@@ -489,14 +758,20 @@ class Runner:
             return HostDrained(host.name)
         session = await self._session(host)
         if isinstance(action, InstallOnHost):
-            status = await session.call("status", {"probe_health": False})
-            prev = release_version(status.get("current"))
-            # Journalled before anything changes: resume compares it with the agent's
-            # current release to tell whether the install happened.
-            self.journal.record_fact(
-                self.info.deployment_id, host.name, "before", {"release": prev}, self.clock.now()
-            )
-            before.append(BeforeRelease(prev))
+            if not before:  # a retry keeps what the first attempt saw
+                status = await session.call("status", {"probe_health": False})
+                prev = release_version(status.get("current"))
+                # Journalled before anything changes: resume compares it with the
+                # agent's current release to tell whether the install happened.
+                self.journal.record_fact(
+                    self.info.deployment_id,
+                    host.name,
+                    "before",
+                    {"release": prev},
+                    self.clock.now(),
+                )
+                before.append(BeforeRelease(prev))
+            prev = before[0].release
             await session.ensure_package(self.info.package_path, self.info.package_id)
             result = await session.call("install", {"package_id": self.info.package_id})
             release = result.get("current_version") or result.get("version")
@@ -508,6 +783,12 @@ class Runner:
             if status.get("healthy") is False or status.get("current") is None:
                 raise RemoteAgentError(
                     host.name, "HealthCheckError", "agent health checks fail; not returning", 7
+                )
+            current = release_version(status.get("current"))
+            if action.restore and action.expect is not None and current != action.expect:
+                raise ForeignReleaseError(
+                    f"{host.name}: runs {current}, not the release {action.expect} it ran "
+                    "before; not returning it"
                 )
             assert host.lb is not None
             st = await self._lb(host).ready(host.lb)
@@ -524,6 +805,14 @@ class Runner:
         target = action.to_release
         if current == target:
             return HostRolledBack(host.name)
+        package = release_package(status.get("current"))
+        if package is not None and package != self.info.package_id:
+            # Someone else changed the host since our install: never undo their change.
+            raise ForeignReleaseError(
+                f"{host.name}: runs {current or 'no release'} (package {package[:12]}), "
+                f"neither {target or 'no release'} it ran before nor this deployment's "
+                f"package {self.info.package_id[:12]}; left alone"
+            )
         if target is None:
             raise RemoteAgentError(host.name, "ReleaseNotFoundError", "no earlier release", 5)
         if release_version(status.get("previous")) == target:
@@ -599,6 +888,9 @@ class Runner:
         if new.hosts is not old.hosts:
             counts = Counter(h.phase.value for h in new.hosts.values())
             self._emit(HostsSummary(dep, now, tuple(sorted(counts.items()))))
+            out = out_of_rotation(new)
+            if out != out_of_rotation(old):
+                self._emit(HostsOutOfRotation(dep, now, out))
 
 
 _HOST_OP: Mapping[type[Action], HostOp] = {

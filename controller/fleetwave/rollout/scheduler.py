@@ -18,7 +18,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fleetwave.rollout._tx import Tx
-from fleetwave.rollout.state import INFLIGHT, HostPhase, HostState, Phase, StagePhase, State
+from fleetwave.rollout.state import (
+    FORWARD_FAILED,
+    INFLIGHT,
+    HostPhase,
+    HostState,
+    Phase,
+    StagePhase,
+    State,
+    out_of_rotation,
+)
 from fleetwave.rollout.transitions import (
     StageStep,
     Step,
@@ -105,7 +114,7 @@ def _schedule_forward(tx: Tx) -> None:
     if st.phase is Phase.RUNNING and st.wave >= len(st.plan.waves):
         if st.watch_until is not None and tx.now < st.watch_until:
             return  # the post-deploy watch: the rollback alarm is still judged
-        failed = tx.hosts_in({H.FAILED})
+        failed = tx.hosts_in(FORWARD_FAILED)
         _finish(tx, Result.SUCCEEDED_WITH_FAILURES if failed else Result.SUCCEEDED, failed)
 
 
@@ -136,8 +145,21 @@ def _schedule_rollback(tx: Tx) -> None:
 
 def _finish(tx: Tx, result: Result, failed: tuple[str, ...]) -> None:
     tx.state = replace(tx.state, phase=Phase.FINISHED, result=result)
-    reasons = tuple((n, tx.host(n).failure or "") for n in failed)
-    tx.actions.append(Finish(result, reasons, tx.state.rollback_reason))
+    tx.actions.append(finish_action(tx.commit(), failed))
 
 
-__all__ = ["charge_failure", "settle"]
+def finish_action(state: State, failed: tuple[str, ...]) -> Finish:
+    """The :class:`Finish` of a finished ``state``, naming ``failed`` hosts, the hosts
+    an operator held out, and every host left out of rotation."""
+    assert state.result is not None
+    out = out_of_rotation(state)
+    return Finish(
+        state.result,
+        tuple((n, state.hosts[n].failure or "") for n in failed),
+        state.rollback_reason,
+        skipped=tuple((n, why) for n, label, why in out if label == "operator"),
+        out_of_rotation=tuple((n, why) for n, _, why in out),
+    )
+
+
+__all__ = ["charge_failure", "finish_action", "settle"]
