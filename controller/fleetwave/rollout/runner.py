@@ -5,36 +5,23 @@ journals every action's intent, and starts a task per action. Tasks never decide
 anything: they carry the action out through the seams (``Transport``,
 ``LoadBalancer``, ``Gates``, ``Clock``) and turn the outcome into the next event.
 Partial failure is data: an error on one host becomes a ``HostFailed`` event.
+
+The host steps themselves (and their retries) are in ``hoststeps.py``; what resume
+learns from the fleet before it goes on is in ``reconcile.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
-import time
 import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from fleetwave.config.spec import OverrideTarget
-from fleetwave.errors import (
-    AgentCallTimeoutError,
-    AuthenticationError,
-    EngineStalledError,
-    FleetwaveError,
-    ForeignReleaseError,
-    HostKeyError,
-    JournalError,
-    LoadBalancerError,
-    RemoteAgentError,
-    TransportError,
-)
-from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState
+from fleetwave.errors import EngineStalledError, FleetwaveError, JournalError
+from fleetwave.lb.base import LoadBalancer
 from fleetwave.observe.events import (
     AlarmsEvaluated,
     AlarmStateChanged,
@@ -43,21 +30,22 @@ from fleetwave.observe.events import (
     GateVerdict,
     HostsOutOfRotation,
     HostsSummary,
-    HostStep,
     Note,
     OverrideRecorded,
     StageChanged,
 )
-from fleetwave.planning.model import HostRef, Plan
+from fleetwave.planning.model import Plan
 from fleetwave.rollout.engine import decide
 from fleetwave.rollout.gates import BakeTarget, Gates
+from fleetwave.rollout.hoststeps import DEFAULT_STEP_RETRY, HostAction, HostSteps
 from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.reconcile import reconcile
 from fleetwave.rollout.scheduler import finish_action
+from fleetwave.rollout.seams import Clock, DeploymentInfo, SystemClock, controller_id
 from fleetwave.rollout.state import (
     FAILED,
     FORWARD_FAILED,
     INFLIGHT,
-    HostPhase,
     Phase,
     State,
     initial_state,
@@ -66,22 +54,14 @@ from fleetwave.rollout.state import (
 from fleetwave.rollout.types import (
     Action,
     AlarmChanged,
-    BeforeRelease,
     CheckBlockers,
     CheckGate,
     DeploymentStarted,
     DrainHost,
     Event,
-    FailureKind,
     Finish,
     GateResult,
-    HostDrained,
     HostFacts,
-    HostFailed,
-    HostInstalled,
-    HostOp,
-    HostReturned,
-    HostRolledBack,
     InstallOnHost,
     OverrideGranted,
     ProbeStage,
@@ -91,7 +71,6 @@ from fleetwave.rollout.types import (
     RollbackContinued,
     RollbackHost,
     RollbackRequested,
-    StageProbed,
     Stopped,
     Target,
     TimerElapsed,
@@ -99,53 +78,10 @@ from fleetwave.rollout.types import (
     WaitUntil,
 )
 from fleetwave.rollout.watching import AlarmReading, Watcher
-from fleetwave.transport.base import AgentSession, Transport
-from fleetwave.transport.retry import RetryPolicy, retry_async
+from fleetwave.transport.base import Transport
+from fleetwave.transport.retry import RetryPolicy
 
-#: Host steps retry transient transport errors this often (4 attempts in all).
-DEFAULT_STEP_RETRY = RetryPolicy(retries=3, base_delay_s=0.5, max_delay_s=4.0)
 DEFAULT_GATE_TIMEOUT_S = 60.0
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep_until(self, t: float) -> None: ...
-
-
-class SystemClock:
-    """Wall-clock time (the journal stores it; bakes are measured in it)."""
-
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep_until(self, t: float) -> None:
-        await asyncio.sleep(max(0.0, t - time.time()))
-
-
-@dataclass(frozen=True)
-class DeploymentInfo:
-    deployment_id: str
-    plan: Plan
-    package_path: Path
-    package_id: str
-    drain_timeout_s: float = 60.0
-
-
-def controller_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def transient(exc: BaseException) -> bool:
-    """A transport error a retry may cure: a refused or reset connection, a lost
-    session, a handshake dropped by a busy sshd. Never an error the agent reported
-    (integrity errors included), a host-key or authentication failure, or a call
-    timeout (the agent may still be working on it)."""
-    if not isinstance(exc, TransportError):
-        return False
-    return not isinstance(
-        exc, RemoteAgentError | HostKeyError | AuthenticationError | AgentCallTimeoutError
-    )
 
 
 @dataclass(frozen=True)
@@ -174,30 +110,11 @@ class _FromRequest:
     request_id: int
 
 
-_HostAction = DrainHost | InstallOnHost | ReturnHost | RollbackHost
-
-
 def _by(events: list[Event]) -> str:
     for e in events:
         if isinstance(e, RollbackRequested):
             return e.by
     return "resume"
-
-
-def release_version(summary: Any) -> str | None:
-    """The version of an agent release summary (``{"version": ...}``), or None."""
-    if isinstance(summary, dict):
-        v = summary.get("version")
-        return v if isinstance(v, str) else None
-    return summary if isinstance(summary, str) else None
-
-
-def release_package(summary: Any) -> str | None:
-    """The package id of an agent release summary, or None (old agents omit it)."""
-    if isinstance(summary, dict):
-        v = summary.get("package_id")
-        return v if isinstance(v, str) else None
-    return None
 
 
 def replay(plan: Plan, journal: Journal, deployment_id: str) -> State:
@@ -239,12 +156,17 @@ class Runner:
         #: Closed by the caller with the transport (the watcher's own transport).
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.post_deploy_watch_s = post_deploy_watch_s
-        self.retry = retry
         self.gate_timeout_s = gate_timeout_s
         self.state: State = initial_state(info.plan)
-        self._hosts = {h.name: h for h in info.plan.hosts()}
-        self._sessions: dict[str, AgentSession] = {}
-        self._session_locks: dict[str, asyncio.Lock] = {}
+        self.steps = HostSteps(
+            info,
+            journal=journal,
+            transport=transport,
+            balancers=balancers,
+            clock=self.clock,
+            retry=retry,
+            emit=self._emit,
+        )
         self._queue: asyncio.Queue[
             Event | _StopRequest | _Wake | _Failure | _FromRequest | BaseException
         ] = asyncio.Queue()
@@ -334,62 +256,8 @@ class Runner:
     # -- reconciliation -------------------------------------------------------------------
 
     async def reconcile(self) -> dict[str, HostFacts]:
-        """Facts for every host a crash may have left half-done, plus a balancer check
-        that every settled touched host is where the journal says it is."""
-        known = self.journal.facts(self.info.deployment_id)
-        inflight = [h for h in self.state.hosts.values() if h.phase in INFLIGHT]
-
-        async def fact(name: str) -> tuple[str, HostFacts | None]:
-            before = known.get(name, {}).get("before")
-            try:
-                status = await self._status(self._hosts[name], probe_health=False)
-            except FleetwaveError as exc:
-                self._note(f"resume: {name}: agent unreachable ({exc}); re-issuing its step")
-                return name, None
-            package = release_package(status.get("current"))
-            return name, HostFacts(
-                current=release_version(status.get("current")),
-                before_known=before is not None,
-                before=None if before is None else before.get("release"),
-                deployed=None if package is None else package == self.info.package_id,
-            )
-
-        results = await asyncio.gather(*(fact(h.name) for h in inflight))
-        await self._reconcile_balancers()
-        return {name: f for name, f in results if f is not None}
-
-    async def _reconcile_balancers(self) -> None:
-        """Failed hosts must still be out of rotation (a balancer reload can undo a
-        drain); done hosts found out of rotation are only reported, since an operator
-        may have taken them out on purpose."""
-        expected: dict[str, dict[ServerRef, ServerState]] = {}
-        done: list[ServerRef] = []
-        for h in self.state.hosts.values():
-            ref = self._hosts[h.name].lb
-            if ref is None or ref.lb not in self.balancers:
-                continue
-            if h.phase in FAILED:
-                expected.setdefault(ref.lb, {})[ref] = ServerState.MAINT
-            elif h.phase in (HostPhase.DONE, HostPhase.ROLLED_BACK):
-                done.append(ref)
-        for name, refs in expected.items():
-            try:
-                fixed = await self.balancers[name].reconcile(
-                    refs, timeout_s=self.info.drain_timeout_s
-                )
-            except FleetwaveError as exc:
-                self._note(f"resume: balancer {name}: {exc}")
-                continue
-            for ref in fixed:
-                self._note(f"resume: {ref} was back in rotation; drained it again")
-        for ref in done:
-            try:
-                status = await self.balancers[ref.lb].status(ref)
-            except FleetwaveError as exc:
-                self._note(f"resume: {ref}: {exc}")
-                continue
-            if status.state is not ServerState.READY:
-                self._note(f"resume: {ref} is {status.state.value}; left as it is")
+        """What the agents and balancers say about the hosts a crash left half-done."""
+        return await reconcile(self.state, self.steps)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -466,7 +334,7 @@ class Runner:
             for task in [*self._tasks, *extras]:
                 task.cancel()
             await asyncio.gather(*self._tasks, *extras, return_exceptions=True)
-            await self._close_sessions()
+            await self.steps.close()
 
     # -- stopping early -------------------------------------------------------------------
 
@@ -479,7 +347,7 @@ class Runner:
         self._stopping = (reason, state, error)
         self._finishing = {n for n, h in self.state.hosts.items() if h.phase in INFLIGHT}
         for task, action in list(self._tasks.items()):
-            if not isinstance(action, _HostAction):
+            if not isinstance(action, HostAction):
                 task.cancel()
         self._note(
             f"stopping: {reason}: no new steps; {len(self._finishing)} host(s) in flight "
@@ -488,7 +356,7 @@ class Runner:
 
     def _continues(self, action: Action) -> bool:
         """While stopping, only the steps of hosts that were in flight go on."""
-        return isinstance(action, _HostAction) and action.host in self._finishing
+        return isinstance(action, HostAction) and action.host in self._finishing
 
     def _stopped(self) -> Stopped:
         assert self._stopping is not None
@@ -534,7 +402,7 @@ class Runner:
             self._queue.put_nowait(exc)
         elif exc is not None:
             what = type(action).__name__ if action is not None else "a task"
-            if isinstance(action, _HostAction):
+            if isinstance(action, HostAction):
                 what += f" on {action.host}"
             self._queue.put_nowait(_Failure(f"{what} failed: {type(exc).__name__}: {exc}", exc))
 
@@ -606,9 +474,9 @@ class Runner:
             )
             return GateResult(action.target, "bake", v)
         if isinstance(action, ProbeStage):
-            return await self._probe(action.stage_id)
+            return await self.steps.probe(self.state.stage(action.stage_id))
         if isinstance(action, DrainHost | InstallOnHost | ReturnHost | RollbackHost):
-            return await self._host_action(action)
+            return await self.steps.run(action)
         return None
 
     async def _gate(self, check: Awaitable[Verdict], own_limit_s: float = 0.0) -> Verdict:
@@ -629,219 +497,6 @@ class Runner:
             return BakeTarget(target, wave.bake_after, wave=wave)
         stage = self.state.stage(target.stage_id)
         return BakeTarget(target, stage.bake, stage=stage)
-
-    async def _probe(self, stage_id: str) -> Event:
-        stage = self.state.stage(stage_id)
-
-        held: dict[str, str] = {}
-
-        async def serving(host: HostRef) -> bool:
-            if host.lb is not None:
-                try:
-                    st = await self._lb(host).status(host.lb)
-                except FleetwaveError:
-                    return False
-                if st.state in (ServerState.MAINT, ServerState.DRAIN):
-                    # An operator's choice (the stage has not been touched yet): kept.
-                    held[host.name] = st.state.value
-                    self._note(f"{host.name}: {st.state.value} at stage start; skipped")
-                    return False
-                if st.state is not ServerState.READY or st.healthy is False:
-                    return False
-            return await self._agent_healthy(host)
-
-        flags = await asyncio.gather(*(serving(h) for h in stage.hosts))
-        ok = frozenset(h.name for h, up in zip(stage.hosts, flags, strict=True) if up)
-        return StageProbed(stage_id, ok, held)
-
-    async def _agent_healthy(self, host: HostRef) -> bool:
-        try:
-            status = await self._status(host, probe_health=True)
-        except FleetwaveError:
-            return False
-        return status.get("current") is not None and status.get("healthy") is not False
-
-    async def _status(self, host: HostRef, *, probe_health: bool) -> dict[str, Any]:
-        """The agent's ``status``, retrying transient transport errors."""
-        args = None if probe_health else {"probe_health": False}
-
-        async def once() -> dict[str, Any]:
-            return await (await self._session(host)).call("status", args)
-
-        status: dict[str, Any] = await self._retrying(host, once, [0])
-        return status
-
-    async def _retrying(self, host: HostRef, once: Any, attempts: list[int]) -> Any:
-        """Run ``once`` with the step retry policy: a transient transport error drops
-        the session (the next attempt reconnects) and tries again after a backoff."""
-
-        async def attempt() -> Any:
-            attempts[0] += 1
-            try:
-                return await once()
-            except TransportError as exc:
-                if not isinstance(exc, RemoteAgentError):
-                    await self._drop_session(host.name)
-                raise
-
-        def on_retry(number: int, exc: BaseException, pause: float) -> None:
-            n = self.retry.retries
-            self._note(f"{host.name}: {exc}; retry {number} of {n} in {pause:.1f} s")
-
-        async def sleep(pause: float) -> None:
-            await self.clock.sleep_until(self.clock.now() + pause)
-
-        return await retry_async(attempt, self.retry, transient, sleep=sleep, on_retry=on_retry)
-
-    async def _drop_session(self, name: str) -> None:
-        session = self._sessions.pop(name, None)
-        if session is not None:
-            with contextlib.suppress(FleetwaveError, OSError):
-                await session.close()
-
-    async def _host_action(
-        self, action: DrainHost | InstallOnHost | ReturnHost | RollbackHost
-    ) -> Event:
-        host = self._hosts[action.host]
-        step = _HOST_OP[type(action)]
-        dep = self.info.deployment_id
-        start = self.clock.now()
-        self._emit(HostStep(dep, start, host.name, action.stage_id, step, "start"))
-        before: list[BeforeRelease] = []
-        attempts = [0]
-        try:
-            event: Event = await self._retrying(
-                host, lambda: self._do_host(action, host, before), attempts
-            )
-        except JournalError:
-            raise  # the controller's own failure, not the host's: the runner stops
-        except FleetwaveError as exc:
-            kind = (
-                FailureKind.of_name(exc.error_type)
-                if isinstance(exc, RemoteAgentError)
-                else FailureKind.of_error(exc)
-            )
-            message = str(exc) if attempts[0] <= 1 else f"after {attempts[0]} attempts: {exc}"
-            now = self.clock.now()
-            detail = {"kind": kind.value, "error": message, "attempts": attempts[0]}
-            self.journal.record_outcome(dep, action, False, detail, now)
-            self._emit(
-                HostStep(
-                    dep,
-                    now,
-                    host.name,
-                    action.stage_id,
-                    step,
-                    "failed",
-                    now - start,
-                    kind,
-                    message,
-                )
-            )
-            return HostFailed(host.name, step, kind, message, before[0] if before else None)
-        now = self.clock.now()
-        self.journal.record_outcome(dep, action, True, {}, now)
-        self._emit(HostStep(dep, now, host.name, action.stage_id, step, "ok", now - start))
-        return event
-
-    async def _do_host(
-        self,
-        action: DrainHost | InstallOnHost | ReturnHost | RollbackHost,
-        host: HostRef,
-        before: list[BeforeRelease],
-    ) -> Event:
-        if isinstance(action, DrainHost):
-            assert host.lb is not None  # the engine drains only hosts with a balancer
-            drained = await self._lb(host).drain(host.lb, timeout_s=self.info.drain_timeout_s)
-            if drained.state not in (ServerState.MAINT, ServerState.DRAIN):
-                raise LoadBalancerError(f"{host.lb}: still {drained.state.value} after drain")
-            return HostDrained(host.name)
-        session = await self._session(host)
-        if isinstance(action, InstallOnHost):
-            if not before:  # a retry keeps what the first attempt saw
-                status = await session.call("status", {"probe_health": False})
-                prev = release_version(status.get("current"))
-                # Journalled before anything changes: resume compares it with the
-                # agent's current release to tell whether the install happened.
-                self.journal.record_fact(
-                    self.info.deployment_id,
-                    host.name,
-                    "before",
-                    {"release": prev},
-                    self.clock.now(),
-                )
-                before.append(BeforeRelease(prev))
-            prev = before[0].release
-            await session.ensure_package(self.info.package_path, self.info.package_id)
-            result = await session.call("install", {"package_id": self.info.package_id})
-            release = result.get("current_version") or result.get("version")
-            if not isinstance(release, str):
-                raise RemoteAgentError(host.name, "ProtocolError", f"install result: {result}", 8)
-            return HostInstalled(host.name, release, prev)
-        if isinstance(action, ReturnHost):
-            status = await session.call("status")
-            if status.get("healthy") is False or status.get("current") is None:
-                raise RemoteAgentError(
-                    host.name, "HealthCheckError", "agent health checks fail; not returning", 7
-                )
-            current = release_version(status.get("current"))
-            if action.restore and action.expect is not None and current != action.expect:
-                raise ForeignReleaseError(
-                    f"{host.name}: runs {current}, not the release {action.expect} it ran "
-                    "before; not returning it"
-                )
-            assert host.lb is not None
-            st = await self._lb(host).ready(host.lb)
-            if st.state is not ServerState.READY:
-                raise LoadBalancerError(f"{host.lb}: {st.state.value} after ready")
-            return HostReturned(host.name)
-        return await self._rollback_host(action, host, session)
-
-    async def _rollback_host(
-        self, action: RollbackHost, host: HostRef, session: AgentSession
-    ) -> Event:
-        status = await session.call("status", {"probe_health": False})
-        current = release_version(status.get("current"))
-        target = action.to_release
-        if current == target:
-            return HostRolledBack(host.name)
-        package = release_package(status.get("current"))
-        if package is not None and package != self.info.package_id:
-            # Someone else changed the host since our install: never undo their change.
-            raise ForeignReleaseError(
-                f"{host.name}: runs {current or 'no release'} (package {package[:12]}), "
-                f"neither {target or 'no release'} it ran before nor this deployment's "
-                f"package {self.info.package_id[:12]}; left alone"
-            )
-        if target is None:
-            raise RemoteAgentError(host.name, "ReleaseNotFoundError", "no earlier release", 5)
-        if release_version(status.get("previous")) == target:
-            await session.call("rollback", {})
-        else:
-            await session.call("activate", {"version": target})
-        return HostRolledBack(host.name)
-
-    def _lb(self, host: HostRef) -> LoadBalancer:
-        assert host.lb is not None
-        try:
-            return self.balancers[host.lb.lb]
-        except KeyError:
-            raise LoadBalancerError(f"{host.lb}: no load balancer named {host.lb.lb!r}") from None
-
-    async def _session(self, host: HostRef) -> AgentSession:
-        lock = self._session_locks.setdefault(host.name, asyncio.Lock())
-        async with lock:
-            session = self._sessions.get(host.name)
-            if session is None:
-                session = await self.transport.open(host)
-                self._sessions[host.name] = session
-            return session
-
-    async def _close_sessions(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for s in sessions:
-            with contextlib.suppress(FleetwaveError, OSError):
-                await s.close()
 
     # -- observability --------------------------------------------------------------------
 
@@ -893,9 +548,13 @@ class Runner:
                 self._emit(HostsOutOfRotation(dep, now, out))
 
 
-_HOST_OP: Mapping[type[Action], HostOp] = {
-    DrainHost: HostOp.DRAIN,
-    InstallOnHost: HostOp.INSTALL,
-    ReturnHost: HostOp.RETURN,
-    RollbackHost: HostOp.ROLLBACK,
-}
+__all__ = [
+    "DEFAULT_GATE_TIMEOUT_S",
+    "DEFAULT_STEP_RETRY",
+    "Clock",
+    "DeploymentInfo",
+    "Runner",
+    "SystemClock",
+    "controller_id",
+    "replay",
+]
