@@ -229,6 +229,7 @@ def test_schema_is_derived_from_the_validator(capsys):
 
 
 def test_cli_validate_ok_and_error(team, capsys):
+    write(team, "team/keys/id", "not read by validate, only required to exist\n")
     good = child(team, "")
     assert main(["validate", "-f", str(good)]) == 0
     assert capsys.readouterr().out.startswith("ok: ")
@@ -256,3 +257,17 @@ def test_cli_plan_json_round_trips(team, capsys):
     assert main(["plan", "-f", str(path), "--json", "--at", "2025-03-03T10:00Z"]) == 0
     plan = plan_from_dict(json.loads(capsys.readouterr().out))
     assert [s.id for s in plan.stages()] == ["w1/r1/onebox", "w1/r1/az:a1"]
+
+
+def test_production_holidays_come_from_the_holidays_package_for_every_region():
+    from datetime import date
+
+    p = load_pipeline(REPO / "examples" / "production" / "app.yaml")
+    for region in p.topology.regions:
+        window = p.windows_for(region.name)
+        assert window.holiday_country, region.name
+        assert not window.holiday_dates, f"{region.name}: fixed dates go stale"
+    # A calendar holiday of any year is closed, with nothing to renew in the file.
+    assert p.windows_for("us-east-1").is_holiday(date(date.today().year + 1, 12, 25))
+    assert p.windows_for("ap-northeast-1").is_holiday(date(date.today().year + 1, 1, 1))
+    assert not p.windows_for("us-east-1").is_holiday(date(date.today().year + 1, 3, 10))

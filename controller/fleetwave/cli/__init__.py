@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (the console script's module: argcomplete looks for this marker)
 """The ``fleetwave`` command line: one module per command family (``package``, ``plan``,
 ``agent``, ``deploy``), each with a ``register(subparsers)`` function."""
 

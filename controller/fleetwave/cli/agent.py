@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,15 @@ def register(subparsers: Any) -> None:
     agent = subparsers.add_parser("agent", help="manage the agent on hosts")
     sub = agent.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
     p = sub.add_parser("install", help="install or update the agent on hosts (idempotent)")
-    p.add_argument("-f", "--pipeline", type=Path, required=True, help="pipeline.yaml")
+    p.add_argument(
+        "-f",
+        "--file",
+        "--pipeline",
+        dest="file",
+        type=Path,
+        required=True,
+        help="pipeline file (--pipeline is the old name)",
+    )
     p.add_argument("--hosts", nargs="+", metavar="NAME", help="only these hosts (default: all)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--wheel", type=Path, help="fleetwave wheel (default: build one with pip)")
@@ -53,8 +62,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--admin-user", default="root", help="login for installing (sudo if not root)")
     p.add_argument("--admin-identity", type=Path, help="private key of the admin login")
     p.add_argument("--venv", help="the agent's venv on hosts (default: /opt/fleetwave-agent/venv)")
-    p.add_argument("--agent-config", default="/etc/fleetwave/agent.yaml")
-    p.add_argument("--agent-root", default="/var/lib/fleetwave")
+    p.add_argument(
+        "--agent-config", default="/etc/fleetwave/agent.yaml", help="agent.yaml on hosts"
+    )
+    p.add_argument("--agent-root", default="/var/lib/fleetwave", help="agent root on hosts")
     p.add_argument(
         "--unit", type=Path, help="systemd unit (default: packaging/fleetwave-agent.service)"
     )
@@ -82,6 +93,9 @@ def register(subparsers: Any) -> None:
         "only with --resident)",
     )
     p.add_argument("--workers", type=int, default=10, help="hosts installed at once")
+    p.add_argument(
+        "--json", action="store_true", help="print {hosts: [{host, status, changes, message}]}"
+    )
     p.set_defaults(func=cmd_install)
 
 
@@ -105,7 +119,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             )
     if args.rpc_socket is not None and not args.resident:
         raise UsageError("--rpc-socket only applies with --resident")
-    pipeline = load_pipeline(args.pipeline)
+    pipeline = load_pipeline(args.file)
     ssh = pipeline.deploy.ssh
     hosts = list(pipeline.topology.hosts())
     for env in pipeline.topology.environments:
@@ -161,10 +175,25 @@ def cmd_install(args: argparse.Namespace) -> int:
             connect_timeout_s=ssh.connect_timeout_s,
         )
         results = install_agent(hosts, options, access, workers=args.workers)
-    for result in results:
-        print(result.line())
     failed = sum(r.status is HostStatus.FAILED for r in results)
     changed = sum(r.status is HostStatus.CHANGED for r in results)
+    if args.json:
+        hosts_doc = [
+            {
+                "host": r.host,
+                "status": r.status.value,
+                "changes": list(r.changes),
+                "message": r.message,
+            }
+            for r in results
+        ]
+        doc: dict[str, Any] = {"hosts": hosts_doc, "failed": failed, "changed": changed}
+        if args.resident:
+            doc["agent_command"] = options.relay_command()
+        print(json.dumps(doc, indent=2))
+        return ExitCode.ERROR if failed else ExitCode.OK
+    for result in results:
+        print(result.line())
     print(
         f"{len(results)} hosts: {changed} changed, {len(results) - changed - failed} "
         f"unchanged, {failed} failed"

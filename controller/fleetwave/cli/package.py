@@ -18,37 +18,67 @@ from fleetwave_core.errors import UsageError
 def register(subparsers: Any) -> None:
     """Add ``keygen`` and ``package`` to the top-level parser."""
     keygen = subparsers.add_parser("keygen", help="create an Ed25519 signing key pair")
-    keygen.add_argument("--out", required=True, type=Path, metavar="DIR")
-    keygen.add_argument("--name", default="fleetwave", help="file name stem (default fleetwave)")
+    keygen.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="write NAME.key and NAME.pub here"
+    )
+    keygen.add_argument("--name", default="fleetwave", help="file name stem")
+    keygen.add_argument(
+        "--json", action="store_true", help="print {key_id, private_key, public_key}"
+    )
     keygen.set_defaults(func=cmd_keygen)
 
     package = subparsers.add_parser("package", help="build, verify and inspect packages")
     sub = package.add_subparsers(dest="package_command", metavar="ACTION", required=True)
 
     build = sub.add_parser("build", help="build and sign NAME-VERSION.fwpkg from a directory")
-    build.add_argument("src_dir", type=Path, metavar="SRC_DIR")
-    build.add_argument("--name", required=True)
-    build.add_argument("--version", required=True)
-    build.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY")
-    build.add_argument("--out", required=True, type=Path, metavar="OUT_DIR")
+    build.add_argument(
+        "src_dir",
+        type=Path,
+        metavar="SRC_DIR",
+        help="the release's files, with fleetwave-package.yaml at the top",
+    )
+    build.add_argument("--name", required=True, help="package name (the service)")
+    build.add_argument(
+        "--version", required=True, help="release version; a name-version is built once"
+    )
+    build.add_argument(
+        "--key", required=True, type=Path, metavar="PRIVATE_KEY", help="signing key (keygen)"
+    )
+    build.add_argument(
+        "--out", required=True, type=Path, metavar="OUT_DIR", help="directory for the .fwpkg"
+    )
     build.add_argument(
         "--expires-in",
         metavar="DURATION",
         help="agents refuse the package after this long from now (e.g. 7d, 12h); "
         "the expiry is signed, so such builds differ from run to run",
     )
+    build.add_argument(
+        "--json", action="store_true", help="print {package, package_id, name, version, expires}"
+    )
     build.set_defaults(func=cmd_build)
 
     verify = sub.add_parser("verify", help="exit 0 only for a valid package from a trusted key")
-    verify.add_argument("file", type=Path, metavar="FILE")
+    verify.add_argument("file", type=Path, metavar="FILE", help="the .fwpkg package")
     verify.add_argument(
         "--trust", required=True, nargs="+", type=Path, metavar="PUBLIC_KEY", help="trusted keys"
     )
-    verify.add_argument("--revoke", action="append", default=[], metavar="KEY_ID")
+    verify.add_argument(
+        "--revoke",
+        action="append",
+        default=[],
+        metavar="KEY_ID",
+        help="refuse packages signed by this key id (repeatable)",
+    )
+    verify.add_argument(
+        "--json",
+        action="store_true",
+        help="print {ok, name, version, package_id, key_id}; errors still exit non-zero",
+    )
     verify.set_defaults(func=cmd_verify)
 
     inspect = sub.add_parser("inspect", help="show a package's manifest (not verified)")
-    inspect.add_argument("file", type=Path, metavar="FILE")
+    inspect.add_argument("file", type=Path, metavar="FILE", help="the .fwpkg package")
     inspect.add_argument("--json", action="store_true", help="print the manifest as JSON")
     inspect.set_defaults(func=cmd_inspect)
 
@@ -56,7 +86,11 @@ def register(subparsers: Any) -> None:
 def cmd_keygen(args: argparse.Namespace) -> int:
     """Write NAME.key and NAME.pub; print the key id and both paths."""
     private, public = generate_keypair(args.out, args.name)
-    print(f"key id:      {key_id(load_public_key(public))}")
+    kid = key_id(load_public_key(public))
+    if args.json:
+        print(json.dumps({"key_id": kid, "private_key": str(private), "public_key": str(public)}))
+        return 0
+    print(f"key id:      {kid}")
     print(f"private key: {private}")
     print(f"public key:  {public}")
     return 0
@@ -80,6 +114,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         expires=expires,
     )
     manifest = read_manifest(path)
+    if args.json:
+        doc = {
+            "package": str(path),
+            "package_id": manifest.package_id,
+            "name": manifest.name,
+            "version": manifest.version,
+            "expires": _iso(manifest.expires) if manifest.expires else None,
+        }
+        print(json.dumps(doc))
+        return 0
     print(f"package:    {path}")
     print(f"package id: {manifest.package_id}")
     return 0
@@ -89,6 +133,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Verify signature, expiry and payload digest; errors exit non-zero."""
     keyring = Keyring.from_paths(args.trust, revoked=args.revoke)
     manifest = verify_package(args.file, keyring, now=time.time())
+    if args.json:
+        doc = {
+            "ok": True,
+            "name": manifest.name,
+            "version": manifest.version,
+            "package_id": manifest.package_id,
+            "key_id": manifest.key_id,
+        }
+        print(json.dumps(doc))
+        return 0
     print(
         f"ok: {manifest.name} {manifest.version} package id {manifest.package_id} "
         f"signed by {manifest.key_id}"
@@ -107,9 +161,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 def _render(m: Manifest) -> str:
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.created))
-    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.expires)) if m.expires else "never"
+    created = _iso(m.created)
+    expires = _iso(m.expires) if m.expires else "never"
     lines = [
         f"name:        {m.name}",
         f"version:     {m.version}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,16 +14,19 @@ import yaml
 
 from fleetwave.config.anomaly import AnomalySettings, describe
 from fleetwave.config.inventory import ImportOptions, import_inventory
-from fleetwave.config.pipeline import load_pipeline
+from fleetwave.config.pipeline import Pipeline, load_pipeline
 from fleetwave.config.schema import json_schema
+from fleetwave.config.schemas import agent_json_schema, package_json_schema, topology_json_schema
 from fleetwave.config.spec import PIPELINE_SPEC
 from fleetwave.config.topology import load_topology, topology_to_data
+from fleetwave.config.validation import DEFAULT_MAX_ERRORS, Problem, validate_pipeline
 from fleetwave.errors import UsageError
 from fleetwave.observe.prometheus_sd import DEFAULT_EXPORTER_PORT, write_prometheus_sd
 from fleetwave.planning.codec import plan_to_dict
 from fleetwave.planning.model import BakeRequirement, Plan
 from fleetwave.planning.planner import plan_pipeline
 from fleetwave_core.durations import format_duration
+from fleetwave_core.exitcodes import ExitCode
 from fleetwave_core.fsutil import atomic_write
 
 SCHEMA_ID = "https://fleetwave.dev/schema/pipeline.json"
@@ -32,15 +36,45 @@ def register(sub: Any) -> None:
     """Add the planning commands to the ``fleetwave`` parser."""
     p = sub.add_parser("plan", help="show what a deployment of a pipeline will do")
     p.add_argument("-f", "--file", required=True, type=Path, help="pipeline file")
-    p.add_argument("--at", help="start time (ISO 8601, default now, UTC unless offset given)")
+    p.add_argument(
+        "--at",
+        metavar="TIME",
+        help="start time, ISO 8601 (default: now; UTC unless an offset is given)",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
 
-    v = sub.add_parser("validate", help="check a pipeline file without planning it")
+    v = sub.add_parser(
+        "validate",
+        help="check a pipeline, its topology and the files they name, without planning",
+    )
     v.add_argument("-f", "--file", required=True, type=Path, help="pipeline file")
+    v.add_argument(
+        "--json", action="store_true", help="print {ok, errors: [{file, line, key_path, message}]}"
+    )
+    v.add_argument(
+        "--max-errors",
+        type=int,
+        default=DEFAULT_MAX_ERRORS,
+        metavar="N",
+        help="stop after this many errors",
+    )
+    v.add_argument(
+        "--no-check-files",
+        dest="check_files",
+        action="store_false",
+        help="do not require the SSH identity, known_hosts and CA key files to exist "
+        "(e.g. on a machine that does not deploy)",
+    )
     v.set_defaults(func=cmd_validate)
 
-    s = sub.add_parser("schema", help="print the pipeline file's JSON Schema")
+    s = sub.add_parser("schema", help="print the JSON Schema of a config file")
+    s.add_argument(
+        "--kind",
+        choices=tuple(SCHEMAS),
+        default="pipeline",
+        help="which file: a pipeline, a topology, fleetwave-package.yaml or agent.yaml",
+    )
     s.set_defaults(func=cmd_schema)
 
     t = sub.add_parser("topology", help="topology tools")
@@ -52,8 +86,13 @@ def register(sub: Any) -> None:
         help="Ansible inventory: INI, YAML or `ansible-inventory --list` JSON "
         "(group_vars/ and host_vars/ next to it are read)",
     )
-    imp.add_argument("--out", type=Path, help="write here instead of stdout")
+    imp.add_argument("--out", type=Path, metavar="FILE", help="write here instead of stdout")
     imp.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    imp.add_argument(
+        "--json",
+        action="store_true",
+        help="print the topology as JSON (with --out: print {out, regions, hosts})",
+    )
     defaults = ImportOptions()
     for name, help_text in (
         ("region_var", "host/group var naming the region"),
@@ -68,7 +107,12 @@ def register(sub: Any) -> None:
         flag = "--" + name.replace("_", "-")
         imp.add_argument(flag, dest=name, default=getattr(defaults, name), help=help_text)
     imp.add_argument(
-        "--label-var", dest="label_vars", action="append", default=[], help="copy var as a label"
+        "--label-var",
+        dest="label_vars",
+        action="append",
+        default=[],
+        metavar="VAR",
+        help="copy this var into each host's labels (repeatable)",
     )
     imp.set_defaults(func=cmd_topology_import)
 
@@ -86,8 +130,9 @@ def register(sub: Any) -> None:
         "--port",
         type=int,
         default=DEFAULT_EXPORTER_PORT,
-        help=f"the agents' exporter port (default {DEFAULT_EXPORTER_PORT})",
+        help="the agents' exporter port",
     )
+    exp.add_argument("--json", action="store_true", help="print {out, targets, port}")
     exp.set_defaults(func=cmd_topology_export)
 
 
@@ -164,15 +209,43 @@ def render_plan(plan: Plan, batch_estimate_s: float, anomaly: AnomalySettings | 
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Validate a pipeline and its topology; print ``ok: ...``."""
-    pipeline = load_pipeline(args.file)
-    hosts = len(pipeline.topology.hosts())
-    regions = len(pipeline.topology.regions)
-    print(
-        f"ok: {args.file}: pipeline {pipeline.name} ({pipeline.service}), "
-        f"{len(pipeline.waves)} wave(s), {regions} region(s), {hosts} host(s)"
-    )
-    return 0
+    """Validate a pipeline and its topology; print ``ok: ...`` or every error (exit 2)."""
+    if args.max_errors < 1:
+        raise UsageError(f"--max-errors {args.max_errors}: expected at least 1")
+    result = validate_pipeline(args.file, max_errors=args.max_errors, check_files=args.check_files)
+    if args.json:
+        doc: dict[str, Any] = {
+            "ok": result.ok,
+            "file": str(args.file),
+            "errors": [Problem.of(e).to_dict() for e in result.errors],
+            "truncated": result.truncated,
+        }
+        if result.pipeline is not None:
+            doc["summary"] = _summary(result.pipeline)
+        print(json.dumps(doc, indent=2))
+    elif result.pipeline is not None and result.ok:
+        s = _summary(result.pipeline)
+        print(
+            f"ok: {args.file}: pipeline {s['pipeline']} ({s['service']}), "
+            f"{s['waves']} wave(s), {s['regions']} region(s), {s['hosts']} host(s)"
+        )
+    else:
+        for error in result.errors:
+            print(f"fleetwave: error: {error}", file=sys.stderr)
+        if len(result.errors) > 1 or result.truncated:
+            more = f" (stopped at --max-errors {args.max_errors})" if result.truncated else ""
+            print(f"{args.file}: {len(result.errors)} error(s){more}", file=sys.stderr)
+    return ExitCode.OK if result.ok else ExitCode.CONFIG
+
+
+def _summary(pipeline: Pipeline) -> dict[str, Any]:
+    return {
+        "pipeline": pipeline.name,
+        "service": pipeline.service,
+        "waves": len(pipeline.waves),
+        "regions": len(pipeline.topology.regions),
+        "hosts": len(pipeline.topology.hosts()),
+    }
 
 
 def pipeline_json_schema() -> dict[str, Any]:
@@ -180,9 +253,18 @@ def pipeline_json_schema() -> dict[str, Any]:
     return json_schema(PIPELINE_SPEC, title="fleetwave pipeline", schema_id=SCHEMA_ID, partial=True)
 
 
+#: ``schema --kind`` -> the function that builds that file's JSON Schema.
+SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
+    "pipeline": pipeline_json_schema,
+    "topology": topology_json_schema,
+    "package": package_json_schema,
+    "agent": agent_json_schema,
+}
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
-    """Print the pipeline JSON Schema."""
-    json.dump(pipeline_json_schema(), sys.stdout, indent=2)
+    """Print the JSON Schema of one kind of config file."""
+    json.dump(SCHEMAS[args.kind](), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 
@@ -203,15 +285,24 @@ def cmd_topology_import(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.exists() and not args.force:
         raise UsageError(f"{args.out} exists; pass --force to overwrite it")
     topology = import_inventory(args.inventory, options)
-    text = yaml.safe_dump(topology_to_data(topology), sort_keys=False, default_flow_style=False)
-    header = f"# Imported from {args.inventory} by `fleetwave topology import`.\n"
+    data = topology_to_data(topology)
+    hosts = len(topology.hosts())
     if args.out is None:
-        sys.stdout.write(header + text)
+        if args.json:
+            print(json.dumps(data, indent=2))
+            return 0
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+        sys.stdout.write(f"# Imported from {args.inventory} by `fleetwave topology import`.\n")
+        sys.stdout.write(text)
         return 0
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    header = f"# Imported from {args.inventory} by `fleetwave topology import`.\n"
     # A temp file renamed over the target: a failed write never leaves half a topology.
     atomic_write(args.out, header + text)
-    hosts = len(topology.hosts())
-    print(f"wrote {args.out}: {len(topology.regions)} region(s), {hosts} host(s)")
+    if args.json:
+        print(json.dumps({"out": str(args.out), "regions": len(topology.regions), "hosts": hosts}))
+    else:
+        print(f"wrote {args.out}: {len(topology.regions)} region(s), {hosts} host(s)")
     return 0
 
 
@@ -221,5 +312,8 @@ def cmd_topology_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port}: expected 1-65535")
     topology = load_topology(args.file)
     count = write_prometheus_sd(topology, args.prometheus_sd, args.port)
-    print(f"wrote {args.prometheus_sd}: {count} target(s) on port {args.port}")
+    if args.json:
+        print(json.dumps({"out": str(args.prometheus_sd), "targets": count, "port": args.port}))
+    else:
+        print(f"wrote {args.prometheus_sd}: {count} target(s) on port {args.port}")
     return 0

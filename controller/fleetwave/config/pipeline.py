@@ -296,6 +296,9 @@ def _relative(value: str, key_path: str, loc: Locator) -> Path:
     return Path(os.path.normpath(Path(loc.file_of(key_path)).parent / candidate))
 
 
+resolve_path = _relative  # public: ``fleetwave validate`` resolves paths the same way
+
+
 def _deploy(raw: Mapping[str, Any], path: Path, loc: Locator) -> DeploySettings:
     base = SshSettings()
     ssh = raw.get("ssh", {})

@@ -30,6 +30,25 @@ class Locator:
     def __init__(self, positions: dict[str, str] | None = None, fallback: str = ""):
         self.positions: dict[str, str] = positions or {}
         self.fallback = fallback
+        #: When a list (see :meth:`collect`), containers record their children's errors
+        #: here and go on with the next key; otherwise the first error is raised.
+        self.errors: list[ConfigError] | None = None
+        self.max_errors = 0
+
+    def collect(self, max_errors: int) -> list[ConfigError]:
+        """Switch to collecting mode: ``check`` records errors instead of raising the
+        first, until ``max_errors`` are recorded (then :class:`TooManyErrors`)."""
+        self.errors = []
+        self.max_errors = max_errors
+        return self.errors
+
+    def record(self, error: ConfigError) -> None:
+        """Keep ``error`` in collecting mode; raise it otherwise."""
+        if self.errors is None:
+            raise error
+        self.errors.append(error)
+        if len(self.errors) >= self.max_errors:
+            raise TooManyErrors(self.errors)
 
     @classmethod
     def of(cls, doc: YamlDocument) -> Locator:
@@ -62,6 +81,22 @@ class Locator:
         for k, v in other.positions.items():
             if not key_path or _under(k, key_path):
                 self.positions[k] = v
+
+
+class TooManyErrors(Exception):
+    """The collecting cap was reached. Not a ConfigError, so no container records it."""
+
+    def __init__(self, errors: list[ConfigError]):
+        super().__init__(f"{len(errors)} errors")
+        self.errors = errors
+
+
+def anchored(pattern: str) -> str:
+    """``pattern`` as a JSON Schema ``pattern`` that matches exactly what
+    ``re.fullmatch(pattern, ...)`` does: JSON Schema patterns search, so anchor both
+    ends. ``(?!\\n)`` because Python's ``$`` (which the ``jsonschema`` library uses)
+    also matches before a final newline; ECMA's ``$`` does not, so it is a no-op there."""
+    return f"^(?:{pattern})$(?!\\n)"
 
 
 def _under(candidate: str, key_path: str) -> bool:
@@ -132,6 +167,11 @@ class Spec:
     def expected(self) -> str:
         return "a value"
 
+    def json_as_option(self) -> dict[str, Any]:
+        """JSON Schema of this node as an :class:`AnyOf` option: only the values whose
+        Python type :meth:`accepts` (AnyOf dispatches on it before checking)."""
+        return self.json()
+
 
 @dataclass(frozen=True)
 class Str(Spec):
@@ -164,12 +204,41 @@ class Str(Spec):
         return value
 
     def schema(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "string", "minLength": 1}
         if self.choices:
-            out = {"enum": list(self.choices)}
+            return {"enum": list(self.choices)}
+        text: dict[str, Any] = {"type": "string", "minLength": 1}
         if self.pattern:
-            out["pattern"] = self.pattern
+            text["pattern"] = anchored(self.pattern)
+        numbers = _numbers_as_text(self.pattern)
+        return {"anyOf": [text, numbers]} if numbers else text
+
+    def json_as_option(self) -> dict[str, Any]:
+        out = self.json()
+        if "anyOf" in out and not self.choices:  # accepts() takes strings only
+            out = {**out, **out.pop("anyOf")[0]}
         return out
+
+
+def _numbers_as_text(pattern: str | None) -> dict[str, Any] | None:
+    """The schema of the numbers :meth:`Str.check` accepts: it turns them into ``str(n)``,
+    which must then match ``pattern``. Decided by probing the pattern with the shapes
+    ``str()`` gives, so a pattern that rejects some shape excludes it here too."""
+    if pattern is None:
+        return {"type": "number"}
+    ok = [re.fullmatch(pattern, s) is not None for s in ("10", "-1", "1.5", "1e-05", "1e+16")]
+    if ok == [True, True, True, True, True]:
+        return {"type": "number"}
+    if ok == [True, False, True, True, False]:
+        # Non-negative: integers print as digits; floats print as 1.5 or 1e-05 below
+        # 1e16 and with a '+' from there on.
+        return {
+            "type": "number",
+            "minimum": 0,
+            "anyOf": [{"type": "integer"}, {"exclusiveMaximum": 1e16}],
+        }
+    if ok[0] and not ok[1]:
+        return {"type": "integer", "minimum": 0}
+    return None
 
 
 @dataclass(frozen=True)
@@ -218,7 +287,8 @@ class Bool(Spec):
         return {"type": "boolean"}
 
 
-DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*((ms|s|m|h|d|w)(\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w))*)?\s*$"
+_UNIT = "([mM][sS]|[sSmMhHdDwW])"  # parse_duration lower-cases its input
+DURATION_PATTERN = rf"^\s*[0-9]+(\.[0-9]+)?\s*({_UNIT}(\s*[0-9]+(\.[0-9]+)?\s*{_UNIT})*)?\s*$(?!\n)"
 
 
 @dataclass(frozen=True)
@@ -278,12 +348,18 @@ class Amount(Spec):
         raise loc.error(path, f"expected {self.expected()}, got {value!r}")
 
     def schema(self) -> dict[str, Any]:
-        return {
-            "anyOf": [
-                {"type": "integer", "minimum": self.minimum},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"},
-            ]
-        }
+        if self.max_percent != 100.0:
+            raise NotImplementedError("only percentages up to 100% have a schema pattern")
+        percent: dict[str, Any] = {"type": "string", "pattern": _PERCENT_UP_TO_100}
+        if self.minimum > 0:
+            percent["not"] = {"pattern": _PERCENT_ZERO}
+        return {"anyOf": [{"type": "integer", "minimum": self.minimum}, percent]}
+
+
+# What Amount.check's regex and range test accept, as patterns: 0-100 (leading zeros
+# and decimals allowed, 100.000 too), and the zero percentages a positive amount refuses.
+_PERCENT_UP_TO_100 = r"^\s*0*(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?)\s*%\s*$(?!\n)"
+_PERCENT_ZERO = r"^\s*0+(\.0+)?\s*%\s*$(?!\n)"
 
 
 @dataclass(frozen=True)
@@ -323,7 +399,13 @@ class ListOf(Spec):
             raise loc.error(path, f"expected a list, got {_type_name(value)}")
         if len(value) < self.min_items:
             raise loc.error(path, f"needs at least {self.min_items} item(s)")
-        return [self.item.check(v, join_path(path, i), loc) for i, v in enumerate(value)]
+        out: list[Any] = []
+        for i, v in enumerate(value):
+            try:
+                out.append(self.item.check(v, join_path(path, i), loc))
+            except ConfigError as exc:
+                loc.record(exc)
+        return out
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "array", "items": self.item.json()}
@@ -354,15 +436,18 @@ class MapOf(Spec):
         out: dict[str, Any] = {}
         for key, item in value.items():
             child = join_path(path, str(key))
-            if self.key_pattern and not re.fullmatch(self.key_pattern, str(key)):
-                raise loc.error(child, f"invalid name {key!r}: must match {self.key_pattern}")
-            out[str(key)] = self.value.check(item, child, loc)
+            try:
+                if self.key_pattern and not re.fullmatch(self.key_pattern, str(key)):
+                    raise loc.error(child, f"invalid name {key!r}: must match {self.key_pattern}")
+                out[str(key)] = self.value.check(item, child, loc)
+            except ConfigError as exc:
+                loc.record(exc)
         return out
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "object", "additionalProperties": self.value.json()}
         if self.key_pattern:
-            out["propertyNames"] = {"pattern": self.key_pattern}
+            out["propertyNames"] = {"pattern": anchored(self.key_pattern)}
         if self.min_items:
             out["minProperties"] = self.min_items
         return out
@@ -418,25 +503,33 @@ class Obj(Spec):
         for key in value:
             if key not in names:
                 hint = _did_you_mean(str(key), names)
-                raise loc.error(join_path(path, str(key)), f"unknown key {key!r}{hint}")
+                loc.record(loc.error(join_path(path, str(key)), f"unknown key {key!r}{hint}"))
         out: dict[str, Any] = {}
         for f in self.fields:
-            if f.name in value:
-                out[f.name] = f.spec.check(value[f.name], join_path(path, f.name), loc)
-            elif f.required:
-                raise loc.error(path, f"missing required key {f.name!r}")
+            try:
+                if f.name in value:
+                    out[f.name] = f.spec.check(value[f.name], join_path(path, f.name), loc)
+                elif f.required:
+                    raise loc.error(path, f"missing required key {f.name!r}")
+            except ConfigError as exc:
+                loc.record(exc)
         return out
 
     def schema(self, *, with_required: bool = True) -> dict[str, Any]:
+        required = [f.name for f in self.fields if f.required] if with_required else []
         out: dict[str, Any] = {
-            "type": "object",
+            # check() reads an empty value (``onebox:``) as {}: null is valid unless a
+            # key is required, which {} then lacks.
+            "type": "object" if required else ["object", "null"],
             "properties": {f.name: f.spec.json() for f in self.fields},
             "additionalProperties": False,
         }
-        required = [f.name for f in self.fields if f.required]
-        if required and with_required:
+        if required:
             out["required"] = required
         return out
+
+    def json_as_option(self) -> dict[str, Any]:
+        return {**self.json(), "type": "object"}
 
 
 @dataclass(frozen=True)
@@ -458,7 +551,7 @@ class AnyOf(Spec):
         raise loc.error(path, f"expected {self.expected()}, got {_type_name(value)}")
 
     def schema(self) -> dict[str, Any]:
-        return {"anyOf": [o.json() for o in self.options]}
+        return {"anyOf": [o.json_as_option() for o in self.options]}
 
 
 def _did_you_mean(word: str, candidates: Any) -> str:
