@@ -54,6 +54,9 @@ class HostPhase(enum.Enum):
     SKIPPED = "skipped"  # an operator held it out of rotation at stage start; untouched
     RESTORING = "restoring"  # failed, but on a known-good release: returning it
     RESTORED = "restored"  # failed, back in rotation on a known-good release; reported
+    #: rolling back: healthy and out only because we drained it, so it goes back into
+    #: rotation before anything else is taken out; its own rollback comes later
+    RB_RESTORING = "rb_restoring"
 
 
 H = HostPhase
@@ -61,7 +64,7 @@ FORWARD_INFLIGHT = frozenset((H.DRAINING, H.INSTALLING, H.RETURNING))
 ROLLBACK_INFLIGHT = frozenset((H.RB_DRAINING, H.RB_ROLLING_BACK, H.RB_RETURNING))
 #: Host phases with a step in flight: the host is out of service and counts
 #: against ``max_out`` (or ``rollback_batch``).
-INFLIGHT = FORWARD_INFLIGHT | ROLLBACK_INFLIGHT | {H.RESTORING}
+INFLIGHT = FORWARD_INFLIGHT | ROLLBACK_INFLIGHT | {H.RESTORING, H.RB_RESTORING}
 #: Host phases that end a deployment with the host reported as failed and left out
 #: of rotation.
 FAILED = frozenset((H.FAILED, H.RB_FAILED))
@@ -81,6 +84,10 @@ class HostState:
     release: str | None = None  # the release our install left current
     failure: str | None = None  # "step: kind: message" of the last failure
     held: str | None = None  # the balancer state an operator left it in (SKIPPED)
+    #: Out of rotation only because we drained it, and healthy: its last step proved
+    #: its health (an install passed the agent's checks) and no failure since said
+    #: otherwise. Such a host is able to serve (see :func:`able_to_serve`).
+    fit: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,15 @@ class State:
 
     def stage(self, stage_id: str) -> Stage:
         return self.index[stage_id]
+
+
+def able_to_serve(host: HostState) -> bool:
+    """What the capacity floor counts while rolling back: a host in rotation, or one
+    that fleetwave drained itself and that is healthy on a release that passed its
+    health checks, while it waits or is being put back (``RB_PENDING``,
+    ``RB_RESTORING``). Such a host can serve again with a return alone, so it is
+    returned first rather than left out while the floor blocks everyone else."""
+    return host.serving or (host.fit and host.phase in (H.RB_PENDING, H.RB_RESTORING))
 
 
 def out_of_rotation(state: State) -> tuple[tuple[str, str, str], ...]:
@@ -162,6 +178,7 @@ __all__ = [
     "StagePhase",
     "StageState",
     "State",
+    "able_to_serve",
     "initial_state",
     "out_of_rotation",
 ]

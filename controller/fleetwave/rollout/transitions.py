@@ -67,6 +67,7 @@ class Step(enum.Enum):
     #: before anything changed, or its agent rolled itself back)
     FAILED_SAFE = "failed_safe"
     RETRY = "retry"  # resume/rollback of a rollback_incomplete deployment
+    RESTORE = "restore"  # rolling back: put a fit drained host back before its rollback
 
 
 H = HostPhase
@@ -107,7 +108,25 @@ HOST_TRANSITIONS: Mapping[tuple[HostPhase, Step, bool], HostPhase] = {
     (H.RESTORING, Step.FAILED, True): H.RB_FAILED,
     # a rollback_incomplete deployment continued: retry every host not yet back
     (H.RB_FAILED, Step.RETRY, True): H.RB_PENDING,
+    # rolling back: a healthy host we drained goes back into rotation first (it gives
+    # the floor its capacity back); it is rolled back later like any serving host, or,
+    # if it cannot go back, at once (it is out anyway)
+    (H.RB_PENDING, Step.RESTORE, True): H.RB_RESTORING,
+    (H.RB_RESTORING, Step.RETURNED, True): H.RB_PENDING,
+    (H.RB_RESTORING, Step.FAILED, True): H.RB_PENDING,
 }
+
+#: Failure kinds of a ``return`` that say nothing about the host's health (the
+#: balancer or the connection failed): a host that passed health keeps its fitness.
+_NOT_ABOUT_HEALTH = frozenset(
+    (
+        FailureKind.LOAD_BALANCER,
+        FailureKind.HOST_UNREACHABLE,
+        FailureKind.SESSION_LOST,
+        FailureKind.TRANSPORT,
+        FailureKind.CALL_TIMEOUT,
+    )
+)
 
 #: Entering these phases takes a host out of service.
 _OUT_ON_ENTRY = frozenset((H.DRAINING, H.RB_DRAINING, H.INSTALLING))
@@ -123,8 +142,12 @@ def host_step(tx: Tx, name: str, step: Step) -> None:
     changes: dict[str, object] = {"phase": nxt}
     if step is Step.START or nxt in _OUT_ON_ENTRY:
         changes["serving"] = False
+        changes["fit"] = False  # a step that changes it: unproven until it ends
     if step is Step.RETURNED:
         changes["serving"] = True
+        changes["fit"] = False
+    if step is Step.INSTALLED:
+        changes["fit"] = True  # the agent's install passed its health checks
     if nxt is H.INSTALLING:
         changes["install_issued"] = True
     enter_host(tx, tx.set_host(name, **changes))
@@ -162,6 +185,13 @@ def _restore(tx: Tx, host: HostState) -> None:
     )
 
 
+def _restore_first(tx: Tx, host: HostState) -> None:
+    # It must still run the release whose health its install proved.
+    tx.actions.append(
+        ReturnHost(host.name, host.stage_id, rollback=True, restore=True, expect=host.release)
+    )
+
+
 def _install(tx: Tx, host: HostState) -> None:
     tx.actions.append(InstallOnHost(host.name, host.stage_id))
 
@@ -183,6 +213,7 @@ _HOST_ENTRY: Mapping[HostPhase, Callable[[Tx, HostState], None]] = {
     H.RB_RETURNING: _balancer_step,
     H.RB_ROLLING_BACK: _roll_back,
     H.RESTORING: _restore,
+    H.RB_RESTORING: _restore_first,
 }
 
 
@@ -193,6 +224,10 @@ def host_failed(tx: Tx, event: HostFailed) -> bool:
     if host.phase not in INFLIGHT:
         return False
     changes: dict[str, object] = {"failure": f"{event.step}: {event.kind}: {event.message}"}
+    # Only a forward return that failed for a reason other than health keeps the
+    # fitness its install proved; every other failure leaves its health unknown.
+    keeps_fit = host.phase is H.RETURNING and event.kind in _NOT_ABOUT_HEALTH
+    changes["fit"] = host.fit and keeps_fit
     if event.before is not None and host.before is None:
         changes["before"] = event.before
     tx.set_host(host.name, **changes)
