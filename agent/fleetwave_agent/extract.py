@@ -24,17 +24,15 @@ On any error the caller discards the staging directory; nothing else is touched.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import hashlib
 import io
 import os
 import stat
-import tarfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from fleetwave_agent.errors import (
     ChecksumError,
@@ -43,16 +41,15 @@ from fleetwave_agent.errors import (
     StoreError,
     UnsafePackageError,
 )
-from fleetwave_agent.manifest import FileEntry, Manifest
+from fleetwave_agent.manifest import FileEntry, Manifest, check_member_path
 from fleetwave_agent.package import CHUNK, HEADER_BYTES, MAGIC, SIGNATURE_BYTES, Limits
+from fleetwave_agent.tarstream import MalformedTar, TarMember, TarReader
+from fleetwave_core.safefile import FileRefusedError, open_regular
 
 if TYPE_CHECKING:
     from fleetwave_agent.digests import PayloadDigest
 
-_TAR_BUFSIZE = 64 << 10
-_TAIL_BYTES = 4 * _TAR_BUFSIZE  # more than tarfile can have buffered ahead
 _MAX_TRAILING = 1 << 20  # tar pads to 10 KiB records; anything near this is not padding
-_ALLOWED_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -80,54 +77,73 @@ def extract_payload(
     Raises UnsafePackageError, SizeLimitError, ChecksumError or PackageError.
     """
     _require_empty_dir(staging)
+    root_fd = os.open(staging, _DIR_FLAGS)
+    sink = _DiskSink(root_fd, readonly=readonly, fsync=fsync)
+    try:
+        try:
+            _walk_payload(package, manifest, limits, sink, on_file, payload_digest)
+        except OSError as exc:
+            raise StoreError(f"{staging}: cannot write release: {exc}") from None
+        sink.dirs.close_all()
+    finally:
+        sink.dirs.close_all(sync=False)
+        os.close(root_fd)
+
+
+def check_payload(package: Path, manifest: Manifest, limits: Limits) -> None:
+    """Every check :func:`extract_payload` makes, writing nothing (``package verify``).
+
+    The same walk over the same members with the same rules and errors; only the
+    sink differs: file data is hashed and dropped instead of written.
+    """
+    _walk_payload(package, manifest, limits, _NullSink(), None, None)
+
+
+def _walk_payload(
+    package: Path,
+    manifest: Manifest,
+    limits: Limits,
+    sink: _Sink,
+    on_file: Callable[[str], None] | None,
+    payload_digest: PayloadDigest | None,
+) -> None:
     expected = {f.path: f for f in manifest.files}
     ancestors = {p for f in manifest.files for p in _parents(f.path)}
-    root_fd = os.open(staging, _DIR_FLAGS)
-    dirs = _DirChain(root_fd, fsync=fsync)
     try:
-        with package.open("rb") as fh:
-            known = _known_digest(fh, package, manifest, payload_digest)
-            raw = _seek_payload(fh, package, manifest)
-            reader = _PayloadReader(fh, manifest.payload_size, hash_payload=known is None)
-            try:
-                seen = _extract_members(
-                    reader, expected, ancestors, dirs, limits, readonly, fsync, on_file
-                )
-            except (
-                PackageError,
-                tarfile.TarError,
-                EOFError,
-                zlib.error,
-                OSError,
-                UnicodeError,
-                _Malformed,
-            ) as exc:
-                if isinstance(exc, OSError) and exc.errno is not None:
-                    raise StoreError(f"{staging}: cannot write release: {exc}") from None
-                # Corruption can look like anything to tar; report it as what it is.
-                _drain(reader)
-                if _payload_changed(fh, reader, known, manifest):
-                    raise ChecksumError(
-                        f"{package}: payload sha256 does not match the signed manifest"
-                    ) from exc
-                if isinstance(exc, PackageError):
-                    raise
-                raise PackageError(f"{package}: malformed payload: {exc}") from None
+        fh = open_regular(package)
+    except FileRefusedError as exc:
+        raise PackageError(f"{package}: cannot be a package: {exc}") from None
+    except OSError as exc:
+        raise PackageError(f"{package}: cannot read package: {exc.strerror}") from None
+    with fh:
+        known = _known_digest(fh, package, manifest, payload_digest)
+        raw = _seek_payload(fh, package, manifest)
+        reader = _PayloadReader(fh, manifest.payload_size, hash_payload=known is None)
+        try:
+            seen = _extract_members(reader, expected, ancestors, sink, limits, on_file)
+        except (PackageError, EOFError, zlib.error, OSError, UnicodeError, MalformedTar) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # the disk, not the package: extract_payload makes it a StoreError
+            # Corruption can look like anything to tar; report it as what it is.
             _drain(reader)
-            if reader.size != manifest.payload_size or raw != manifest.payload_size:
-                raise ChecksumError(f"{package}: payload size does not match the manifest")
             if _payload_changed(fh, reader, known, manifest):
-                raise ChecksumError(f"{package}: payload sha256 does not match the signed manifest")
-        missing = sorted(set(expected) - seen)
-        if missing:
-            raise ChecksumError(
-                f"{package}: {len(missing)} manifest file(s) missing from the payload, "
-                f"first {missing[0]!r}"
-            )
-        dirs.close_all()
-    finally:
-        dirs.close_all(sync=False)
-        os.close(root_fd)
+                raise ChecksumError(
+                    f"{package}: payload sha256 does not match the signed manifest"
+                ) from exc
+            if isinstance(exc, PackageError):
+                raise
+            raise PackageError(f"{package}: malformed payload: {exc}") from None
+        _drain(reader)
+        if reader.size != manifest.payload_size or raw != manifest.payload_size:
+            raise ChecksumError(f"{package}: payload size does not match the manifest")
+        if _payload_changed(fh, reader, known, manifest):
+            raise ChecksumError(f"{package}: payload sha256 does not match the signed manifest")
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise ChecksumError(
+            f"{package}: {len(missing)} manifest file(s) missing from the payload, "
+            f"first {missing[0]!r}"
+        )
 
 
 def _known_digest(
@@ -184,111 +200,88 @@ def _parents(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def _check_name(name: str) -> list[str]:
-    parts = name.split("/")
-    if (
-        not name
-        or name.startswith("/")
-        or "\x00" in name
-        or "\\" in name
-        or any(p in ("", ".", "..") for p in parts)
-    ):
-        raise UnsafePackageError(f"unsafe member path {name!r}: must be relative, without '..'")
-    return parts
-
-
-def _describe_type(member: tarfile.TarInfo) -> str:
-    if member.issym():
-        return f"symlink to {member.linkname!r}"
-    if member.islnk():
-        return f"hardlink to {member.linkname!r}"
-    if member.ischr() or member.isblk():
+def _describe_type(member: TarMember) -> str:
+    kinds = {b"1": "hardlink", b"2": "symlink"}
+    if member.type in kinds:
+        return f"{kinds[member.type]} to {member.linkname[:80]!r}"
+    if member.type in (b"3", b"4"):
         return "device file"
-    if member.isfifo():
+    if member.type == b"6":
         return "FIFO"
-    if member.issparse() or member.sparse is not None:
+    if member.sparse:
         return "sparse file"
-    return f"member of type {member.type!r}"
+    return f"member of type {member.type.decode('ascii', 'replace')!r}"
 
 
 def _extract_members(
     reader: _PayloadReader,
     expected: dict[str, FileEntry],
     ancestors: set[str],
-    dirs: _DirChain,
+    sink: _Sink,
     limits: Limits,
-    readonly: bool,
-    fsync: bool,
     on_file: Callable[[str], None] | None,
 ) -> set[str]:
     seen: set[str] = set()
     seen_dirs: set[str] = set()
     members = 0
     written = 0
-    buffer = bytearray(CHUNK)
+    # We inflate ourselves, with bounded output per call, and read tar headers in
+    # bounded buffers (tarstream): tarfile reads pax and long-name headers whole.
     gunzip = _GunzipReader(reader)
-    # Plain "r|": we inflate ourselves, with bounded output per call, because tarfile's
-    # own gzip stream inflates a whole input buffer at once (a memory bomb) and
-    # re-slices a growing buffer on every header read.
-    with tarfile.open(fileobj=gunzip, mode="r|", bufsize=_TAR_BUFSIZE) as tar:
-        for member in tar:
-            members += 1
-            if members > limits.max_members:
-                raise SizeLimitError(f"payload has more than {limits.max_members} members")
-            name = member.name
-            if member.type == tarfile.DIRTYPE:
-                parts = _check_name(name)
-                _check_mode(member)
-                if name not in ancestors:
-                    raise ChecksumError(f"payload directory {name!r} holds no manifest file")
-                if name in seen_dirs:
-                    raise UnsafePackageError(f"payload lists directory {name!r} twice")
-                seen_dirs.add(name)
-                dirs.parent_of([*parts, ""])  # creates it, and its parents
-                continue
-            if member.type not in _ALLOWED_FILE_TYPES or member.sparse is not None:
-                raise UnsafePackageError(
-                    f"payload member {name!r} is a {_describe_type(member)}; "
-                    "only regular files and directories are allowed"
-                )
+    tar = TarReader(gunzip.read)
+    for member in tar.members():
+        members += 1
+        if members > limits.max_members:
+            raise SizeLimitError(f"payload has more than {limits.max_members} members")
+        name = member.name
+        if member.is_dir:
             parts = _check_name(name)
             _check_mode(member)
-            if member.size > limits.max_expanded_bytes - written:
-                raise SizeLimitError(
-                    f"payload expands beyond {limits.max_expanded_bytes} bytes at {name!r}"
-                )
-            entry = expected.get(name)
-            if entry is None:
-                raise ChecksumError(f"payload file {name!r} is not in the manifest")
-            if name in seen:
-                raise UnsafePackageError(f"payload lists file {name!r} twice")
-            seen.add(name)
-            if member.mode & 0o777 != entry.mode or member.size != entry.size:
-                raise ChecksumError(
-                    f"payload file {name!r}: mode or size differs from the manifest"
-                )
-            source = tar.extractfile(member)
-            if source is None:  # pragma: no cover - regular members always have data
-                raise PackageError(f"payload file {name!r} has no data")
-            parent = dirs.parent_of(parts)
-            written += _write_file(
-                source,
-                parent,
-                parts[-1],
-                entry,
-                limits.max_expanded_bytes - written,
-                buffer,
-                readonly,
-                fsync,
+            if member.size:
+                raise UnsafePackageError(f"payload directory {name!r} carries data")
+            if name not in ancestors:
+                raise ChecksumError(f"payload directory {name!r} holds no manifest file")
+            if name in seen_dirs:
+                raise UnsafePackageError(f"payload lists directory {name!r} twice")
+            seen_dirs.add(name)
+            sink.directory(parts)
+            continue
+        if not member.is_file:
+            raise UnsafePackageError(
+                f"payload member {name[:80]!r} is a {_describe_type(member)}; "
+                "only regular files and directories are allowed"
             )
-            if on_file is not None:
-                on_file(name)
-    # tar.offset is where tarfile found the end-of-archive marker.
-    gunzip.finish(tar.offset)
+        parts = _check_name(name)
+        _check_mode(member)
+        if member.size > limits.max_expanded_bytes - written:
+            raise SizeLimitError(
+                f"payload expands beyond {limits.max_expanded_bytes} bytes at {name!r}"
+            )
+        entry = expected.get(name)
+        if entry is None:
+            raise ChecksumError(f"payload file {name!r} is not in the manifest")
+        if name in seen:
+            raise UnsafePackageError(f"payload lists file {name!r} twice")
+        seen.add(name)
+        if member.mode & 0o777 != entry.mode or member.size != entry.size:
+            raise ChecksumError(f"payload file {name!r}: mode or size differs from the manifest")
+        written += _copy_file(tar, sink, parts, entry, limits.max_expanded_bytes - written)
+        if on_file is not None:
+            on_file(name)
+    if tar.end_offset is None:  # pragma: no cover - members() returns only at the marker
+        raise _Malformed("tar archive without an end marker")
+    gunzip.finish(tar.end_offset)
     return seen
 
 
-def _check_mode(member: tarfile.TarInfo) -> None:
+def _check_name(name: str) -> list[str]:
+    try:
+        return check_member_path(name)
+    except UnsafePackageError as exc:
+        raise UnsafePackageError(f"payload member: {exc}") from None
+
+
+def _check_mode(member: TarMember) -> None:
     if member.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
         raise UnsafePackageError(
             f"payload member {member.name!r} has setuid, setgid or sticky bits "
@@ -296,111 +289,141 @@ def _check_mode(member: tarfile.TarInfo) -> None:
         )
 
 
-def _write_file(
-    source: IO[bytes],
-    parent_fd: int,
-    leaf: str,
-    entry: FileEntry,
-    budget: int,
-    buffer: bytearray,
-    readonly: bool,
-    fsync: bool,
-) -> int:
+def _copy_file(tar: TarReader, sink: _Sink, parts: list[str], entry: FileEntry, budget: int) -> int:
+    """Stream one member's data into ``sink``, checking size and digest on the way."""
     digest = hashlib.sha256()
-    view = memoryview(buffer)
     total = 0
+    out = sink.open_file(parts, entry)
     try:
-        fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=parent_fd)
-    except (FileExistsError, IsADirectoryError):
-        raise UnsafePackageError(
-            f"payload file {entry.path!r} collides with another member"
-        ) from None
-    try:
-        while True:
-            n = source.readinto(view)  # type: ignore[attr-defined]
-            if not n:
-                break
-            total += n
+        while chunk := tar.read(CHUNK):
+            total += len(chunk)
             # Count what really arrives, whatever the header said.
             if total > budget:
                 raise SizeLimitError(f"payload expands beyond the size cap at {entry.path!r}")
             if total > entry.size:
                 raise ChecksumError(f"payload file {entry.path!r} is larger than the manifest says")
-            chunk = view[:n]
             digest.update(chunk)
-            while chunk:
-                chunk = chunk[os.write(fd, chunk) :]
+            out.write(chunk)
         if total != entry.size or digest.hexdigest() != entry.sha256:
             raise ChecksumError(f"payload file {entry.path!r} does not match its manifest sha256")
-        os.fchmod(fd, entry.mode & 0o555 if readonly else entry.mode)
-        if fsync:
-            os.fsync(fd)
+        out.finish()
     finally:
-        os.close(fd)
+        out.close()
     return total
 
 
-class _Malformed(ValueError):
+class _FileOut(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def finish(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Sink(Protocol):
+    """Where checked members go: the staging directory, or nowhere (verify)."""
+
+    def directory(self, parts: list[str]) -> None: ...
+    def open_file(self, parts: list[str], entry: FileEntry) -> _FileOut: ...
+
+
+class _NullFile:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _NullSink:
+    def directory(self, parts: list[str]) -> None:
+        pass
+
+    def open_file(self, parts: list[str], entry: FileEntry) -> _FileOut:
+        return _NullFile()
+
+
+class _DiskFile:
+    def __init__(self, fd: int, mode: int, fsync: bool) -> None:
+        self._fd = fd
+        self._mode = mode
+        self._fsync = fsync
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def finish(self) -> None:
+        os.fchmod(self._fd, self._mode)
+        if self._fsync:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class _DiskSink:
+    def __init__(self, root_fd: int, *, readonly: bool, fsync: bool) -> None:
+        self.dirs = _DirChain(root_fd, fsync=fsync)
+        self._readonly = readonly
+        self._fsync = fsync
+
+    def directory(self, parts: list[str]) -> None:
+        self.dirs.parent_of([*parts, ""])  # creates it, and its parents
+
+    def open_file(self, parts: list[str], entry: FileEntry) -> _FileOut:
+        parent = self.dirs.parent_of(parts)
+        try:
+            fd = os.open(parts[-1], _FILE_FLAGS, 0o600, dir_fd=parent)
+        except (FileExistsError, IsADirectoryError):
+            raise UnsafePackageError(
+                f"payload file {entry.path!r} collides with another member"
+            ) from None
+        mode = entry.mode & 0o555 if self._readonly else entry.mode
+        return _DiskFile(fd, mode, self._fsync)
+
+
+class _Malformed(MalformedTar):
     """The payload stream breaks the gzip or tar framing (mapped to a PackageError)."""
 
 
-class _GunzipReader(io.RawIOBase):
+class _GunzipReader:
     """Inflates a single-member gzip stream, at most ``size`` bytes per ``read``.
 
-    It remembers the last few inflated chunks, because tarfile buffers ahead: the
-    bytes after the end-of-archive marker may already sit in tarfile's buffer, and
-    ``finish`` still has to check that they are only zero padding.
+    The tar reader asks for exactly what it needs, so nothing is read ahead of the
+    end-of-archive marker and :meth:`finish` sees every byte after it.
     """
 
     def __init__(self, src: _PayloadReader) -> None:
-        super().__init__()
         self._src = src
         self._inflate = zlib.decompressobj(wbits=31)  # gzip wrapper: checks CRC and length
-        self.produced = 0
-        self._tail: collections.deque[bytes] = collections.deque()
-        self._tail_bytes = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        size = CHUNK if size < 0 else min(size, CHUNK)
+    def read(self, size: int) -> bytes:
+        size = min(size, CHUNK)
         while True:
-            if self._inflate.unconsumed_tail:
-                data = self._inflate.decompress(self._inflate.unconsumed_tail, size)
-            elif self._inflate.eof:
+            if self._inflate.eof:
                 if self._inflate.unused_data or self._src.read(1):
                     raise _Malformed("data after the end of the gzip stream")
                 return b""
+            if self._inflate.unconsumed_tail:
+                data = self._inflate.decompress(self._inflate.unconsumed_tail, size)
             else:
                 raw = self._src.read(CHUNK)
                 if not raw:
                     raise _Malformed("gzip stream ends early")
                 data = self._inflate.decompress(raw, size)
             if data:
-                self._remember(data)
                 return data
 
-    def _remember(self, data: bytes) -> None:
-        self.produced += len(data)
-        self._tail.append(data)
-        self._tail_bytes += len(data)
-        while self._tail_bytes - len(self._tail[0]) >= _TAIL_BYTES:
-            self._tail_bytes -= len(self._tail.popleft())
-
     def finish(self, end_of_archive: int) -> None:
-        """Allow only zero bytes from the tar end marker to the end of the gzip stream."""
-        tail_start = self.produced - self._tail_bytes
-        if end_of_archive < tail_start:
-            raise _Malformed("cannot locate the end of the tar archive")
-        seen = b"".join(self._tail)[end_of_archive - tail_start :]
-        if seen.count(0) != len(seen):
-            raise _Malformed("data after the end of the tar archive")
-        trailing = len(seen)
+        """Allow only zero bytes (at most _MAX_TRAILING) after the tar end marker."""
+        trailing = 0
         while data := self.read(CHUNK):
             trailing += len(data)
             if trailing > _MAX_TRAILING or data.count(0) != len(data):
-                raise _Malformed("data after the end of the tar archive")
+                raise _Malformed(f"data after the end of the tar archive (at {end_of_archive})")
 
 
 def _drain(reader: _PayloadReader) -> None:

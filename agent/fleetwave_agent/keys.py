@@ -109,14 +109,15 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def _read_key_file(path: Path) -> bytes:
+    """A key file's bytes: a regular file (a FIFO must not block) of key size."""
+    from fleetwave_core.safefile import FileRefusedError, read_regular
+
     try:
-        with path.open("rb") as fh:
-            data = fh.read(_MAX_KEY_FILE_BYTES + 1)
+        return read_regular(path, _MAX_KEY_FILE_BYTES)
+    except FileRefusedError as exc:
+        raise ConfigError(f"cannot be a key file: {exc}", source=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read key file: {exc.strerror}", source=str(path)) from None
-    if len(data) > _MAX_KEY_FILE_BYTES:
-        raise ConfigError("key file is too large to be a key", source=str(path))
-    return data
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

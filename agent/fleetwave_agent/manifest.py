@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fleetwave_agent.errors import PackageError
+from fleetwave_agent.errors import PackageError, UnsafePackageError
 
 FORMAT_VERSION = 1
 #: Prefix of every signed message, so a signature made for anything else never verifies.
@@ -29,6 +29,55 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+
+#: Longest file name (a path component) Linux accepts: NAME_MAX.
+MAX_NAME_BYTES = 255
+#: Longest relative path in a package, in UTF-8 bytes: PATH_MAX (4096) less 1 KiB
+#: left for the agent root and the release directory the path is installed under.
+MAX_PATH_BYTES = 3072
+#: Most components in a path. Deeper trees are refused before anything walks them.
+MAX_PATH_DEPTH = 128
+
+
+def check_member_path(path: str) -> list[str]:
+    """The components of a package path; UnsafePackageError unless it is safe to create.
+
+    Safe: relative, ``/``-separated, no empty, ``.`` or ``..`` component, no ``\\`` or
+    NUL, at most MAX_PATH_BYTES long, MAX_PATH_DEPTH deep, each part MAX_NAME_BYTES.
+    The manifest parser and the extractor both use this one rule.
+    """
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\x00" in path
+        or "\\" in path
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise UnsafePackageError(f"unsafe path {_short(path)}: must be relative, without '..'")
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UnsafePackageError(f"path {_short(path)} is not valid UTF-8") from None
+    if size > MAX_PATH_BYTES:
+        raise UnsafePackageError(
+            f"path {_short(path)} is {size} bytes long, limit {MAX_PATH_BYTES}"
+        )
+    if len(parts) > MAX_PATH_DEPTH:
+        raise UnsafePackageError(
+            f"path {_short(path)} is {len(parts)} levels deep, limit {MAX_PATH_DEPTH}"
+        )
+    for part in parts:
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            raise UnsafePackageError(
+                f"path {_short(path)} has a name longer than {MAX_NAME_BYTES} bytes (NAME_MAX)"
+            )
+    return parts
+
+
+def _short(path: str) -> str:
+    """``repr`` of a path, cut to 80 characters: an error line stays one readable line."""
+    return repr(path if len(path) <= 80 else path[:60] + "..." + path[-17:])
 
 
 def validate_name(name: str) -> str:
@@ -149,9 +198,15 @@ class Manifest:
         if expires is not None and not _is_int(expires):
             raise PackageError("manifest.package.expires: must be an integer or null")
         files = tuple(_file_from_dict(f, i) for i, f in enumerate(_list(top, "files")))
-        paths = [f.path for f in files]
-        if len(set(paths)) != len(paths):
+        paths = {f.path for f in files}
+        if len(paths) != len(files):
             raise PackageError("manifest.files: duplicate path")
+        for f in files:
+            for parent in _parents(f.path):
+                if parent in paths:
+                    raise UnsafePackageError(
+                        f"manifest.files: {_short(parent)} is both a file and a directory"
+                    )
         hooks_raw = _obj(top.get("hooks", {}), "manifest.hooks", set(HOOK_NAMES))
         hooks = {name: _hook_from_dict(spec, name) for name, spec in hooks_raw.items()}
         checks = tuple(_health_from_dict(h, i) for i, h in enumerate(_list(top, "health_checks")))
@@ -267,15 +322,24 @@ def _file_from_dict(data: Any, index: int) -> FileEntry:
     where = f"manifest.files[{index}]"
     obj = _obj(data, where, {"path", "mode", "size", "sha256"})
     path = _str(obj, "path", where)
-    parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise PackageError(f"{where}.path: not a safe relative path: {path!r}")
+    try:
+        check_member_path(path)
+    except UnsafePackageError as exc:
+        raise UnsafePackageError(f"{where}.path: {exc}") from None
     mode = _int(obj, "mode", where)
     if mode & ~0o777:
         raise PackageError(f"{where}.mode: only permission bits 0o777 are allowed")
     return FileEntry(
         path=path, mode=mode, size=_int(obj, "size", where), sha256=_hex64(obj, "sha256", where)
     )
+
+
+def _parents(path: str) -> Iterator[str]:
+    """``a/b/c`` -> ``a``, ``a/b`` (without building a list per level)."""
+    cut = path.find("/")
+    while cut >= 0:
+        yield path[:cut]
+        cut = path.find("/", cut + 1)
 
 
 def _hook_from_dict(data: Any, name: str) -> HookSpec:

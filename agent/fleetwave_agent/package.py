@@ -19,6 +19,7 @@ imported only by the functions that build packages or verify signatures.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -47,6 +48,8 @@ from fleetwave_agent.manifest import (
 )
 from fleetwave_core.durations import parse_duration
 from fleetwave_core.errors import ConfigError
+from fleetwave_core.fsutil import fsync_dir
+from fleetwave_core.safefile import FileRefusedError, open_regular
 
 if TYPE_CHECKING:
     from fleetwave_agent.keys import Keyring
@@ -92,7 +95,7 @@ class PackageHeader:
 def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> PackageHeader:
     """Parse magic, manifest and signature strictly; the payload is not read."""
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             file_size = os.fstat(fh.fileno()).st_size
             if file_size > limits.max_package_bytes:
                 raise SizeLimitError(
@@ -108,12 +111,14 @@ def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> PackageHeader:
                 )
             raw = _read_exact(fh, manifest_len, path, "manifest")
             signature = _read_exact(fh, SIGNATURE_BYTES, path, "signature")
+    except FileRefusedError as exc:
+        raise PackageError(f"{path}: cannot be a package: {exc}") from None
     except OSError as exc:
         raise PackageError(f"{path}: cannot read package: {exc.strerror}") from None
     try:
         manifest = parse_manifest(raw)
     except PackageError as exc:
-        raise PackageError(f"{path}: {exc}") from None
+        raise type(exc)(f"{path}: {exc}") from None  # keep the class: unsafe stays unsafe
     return PackageHeader(
         manifest=manifest,
         manifest_bytes=raw,
@@ -191,13 +196,19 @@ def check_manifest_limits(manifest: Manifest, limits: Limits, where: Path | str)
 def verify_package(
     path: Path, keyring: Keyring, *, now: float, limits: Limits = DEFAULT_LIMITS
 ) -> Manifest:
-    """Verify a package completely without extracting it; return its manifest.
+    """Every check an agent's install makes, writing nothing; return the manifest.
 
-    Raises SizeLimitError, PackageError (framing), RevokedKeyError, UntrustedKeyError,
-    SignatureError, ExpiredPackageError or ChecksumError (payload size or digest).
+    :func:`verify_header`, then the extractor's own walk over the payload
+    (:func:`extract.check_payload`) with a sink that writes nothing: member types,
+    paths, modes, every file's size and digest against the manifest, missing and
+    extra files, the gzip and tar framing and the payload digest. A package this
+    accepts is one an agent with the same ``limits`` installs, and a refusal is the
+    error the agent would give.
     """
+    from fleetwave_agent.extract import check_payload
+
     header = verify_header(path, keyring, now=now, limits=limits)
-    check_payload_digest(path, header)
+    check_payload(path, header.manifest, limits)
     return header.manifest
 
 
@@ -205,10 +216,12 @@ def check_payload_digest(path: Path, header: PackageHeader) -> None:
     """Hash the payload of ``path`` and compare it with the manifest (ChecksumError)."""
     digest = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             fh.seek(header.payload_offset)
             while chunk := fh.read(CHUNK):
                 digest.update(chunk)
+    except FileRefusedError as exc:
+        raise PackageError(f"{path}: cannot be a package: {exc}") from None
     except OSError as exc:
         raise PackageError(f"{path}: cannot read payload: {exc.strerror}") from None
     if digest.hexdigest() != header.manifest.payload_sha256:
@@ -290,7 +303,7 @@ def build_package(
                 "versions are immutable, build a new version"
             )
         os.replace(final_tmp, out_path)
-        _fsync_dir(out_dir)
+        fsync_dir(out_dir)
     finally:
         payload_tmp.unlink(missing_ok=True)
         final_tmp.unlink(missing_ok=True)
@@ -311,14 +324,6 @@ def _same_bytes(a: Path, b: Path) -> bool:
                 return False
             if not ca:
                 return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _walk_sources(src_dir: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -416,7 +421,7 @@ def _write_payload(
             info.mtime = mtime
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            with (src_dir / rel).open("rb") as fh:
+            with open_regular(src_dir / rel) as fh:
                 reader = _HashingReader(fh)
                 try:
                     tar.addfile(info, reader)
@@ -450,7 +455,7 @@ def load_package_config(path: Path) -> tuple[dict[str, HookSpec], tuple[HealthCh
         _mapping(doc, spec, where, {"argv", "timeout"})
         hooks[hook_name] = HookSpec(
             argv=_yaml_argv(doc, spec.get("argv"), f"{where}.argv"),
-            timeout_ms=_yaml_duration(doc, spec, "timeout", where, 60_000),
+            **_yaml_durations(doc, spec, where, HookSpec, ("timeout",)),
         )
     checks_raw = data.get("health_checks") or []
     if not isinstance(checks_raw, list):
@@ -513,9 +518,7 @@ def _yaml_check(doc: YamlDocument, item: Any, index: int) -> HealthCheckSpec:
         host=host,
         port=port if kind == "tcp" else 0,
         argv=argv,
-        timeout_ms=_yaml_duration(doc, item, "timeout", where, 2_000),
-        interval_ms=_yaml_duration(doc, item, "interval", where, 500),
-        deadline_ms=_yaml_duration(doc, item, "deadline", where, 30_000),
+        **_yaml_durations(doc, item, where, HealthCheckSpec, ("timeout", "interval", "deadline")),
     )
 
 
@@ -524,9 +527,14 @@ def _mapping(doc: YamlDocument, value: Any, where: str, allowed: set[str]) -> No
         raise doc.error(where, "must be a mapping")
     for key in value:
         if key not in allowed:
+            hint = ""
+            if isinstance(key, str) and key.removesuffix("_ms") in allowed:
+                # The manifest's signed field is `timeout_ms`; people read it in
+                # `package inspect --json` and write it here. One spelling: durations.
+                hint = f"; write {key.removesuffix('_ms')}: with a unit, e.g. 30s or 500ms"
             raise doc.error(
                 f"{where}.{key}" if where else str(key),
-                f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})",
+                f"unknown key {str(key)[:64]!r} (allowed: {', '.join(sorted(allowed))}){hint}",
             )
 
 
@@ -536,19 +544,30 @@ def _yaml_argv(doc: YamlDocument, value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _yaml_duration(
-    doc: YamlDocument, obj: dict[str, Any], key: str, where: str, default: int
-) -> int:
-    if key not in obj:
-        return default
-    value = obj[key]
-    try:
-        milliseconds = round(parse_duration(value) * 1000)
-    except ValueError as exc:
-        raise doc.error(f"{where}.{key}", str(exc)) from None
-    if milliseconds < 1:
-        raise doc.error(f"{where}.{key}", f"must be at least 1ms, got {value!r}")
-    return milliseconds
+def _yaml_durations(
+    doc: YamlDocument, obj: dict[str, Any], where: str, spec: type[Any], keys: tuple[str, ...]
+) -> dict[str, int]:
+    """``timeout: 30s`` -> ``{"timeout_ms": 30000}``, for the keys ``obj`` sets.
+
+    The YAML says durations (``timeout``, ``interval``, ``deadline``); the manifest
+    stores integer milliseconds in ``<key>_ms``. Unset keys are left out, so the
+    defaults have one home: the :class:`HookSpec` / :class:`HealthCheckSpec` fields.
+    """
+    fields = {f.name for f in dataclasses.fields(spec)}
+    out: dict[str, int] = {}
+    for key in keys:
+        assert f"{key}_ms" in fields, (spec, key)
+        if key not in obj:
+            continue
+        value = obj[key]
+        try:
+            milliseconds = round(parse_duration(value) * 1000)
+        except ValueError as exc:
+            raise doc.error(f"{where}.{key}", str(exc)) from None
+        if milliseconds < 1:
+            raise doc.error(f"{where}.{key}", f"must be at least 1ms, got {value!r}")
+        out[f"{key}_ms"] = milliseconds
+    return out
 
 
 def _check_hook_paths(

@@ -49,6 +49,7 @@ from fleetwave_agent.rpc_protocol import (
     MAX_LINE,
     Request,
     Response,
+    check_args,
     decode_request,
     encode_hello,
     encode_response,
@@ -107,6 +108,7 @@ class RpcServer:
         return Response(id=request.id, ok=True, result=result)
 
     def _dispatch(self, request: Request, body: BinaryIO | None) -> dict[str, Any]:
+        check_args(request)  # names and JSON types, per rpc_protocol.ARGUMENTS
         args = request.args
         op = request.op
         lease = args.get("lease")  # the caller's deployment id, for fencing (lease.py)

@@ -1,7 +1,8 @@
 """Durations as operators write them: ``"90s"``, ``"1h30m"``, ``"2d"``, ``"500ms"``.
 
 A bare number means seconds. Units: ``ms``, ``s``, ``m``, ``h``, ``d``, ``w``; several
-may be concatenated in any order of magnitude (``1h30m``). Parsing is pure and raises
+may be concatenated in any order of magnitude (``1h30m``). At most ten years
+(:data:`MAX_SECONDS`). Parsing is pure and raises
 ``ValueError`` with the offending text; callers turn that into a positioned ConfigError.
 """
 
@@ -19,6 +20,10 @@ UNITS: dict[str, float] = {
     "w": 604800.0,
 }
 
+#: Longest duration accepted anywhere (bakes, windows, timeouts, expiries): ten years.
+#: A deadline this far away is a typo, and ``datetime`` + a longer one can overflow.
+MAX_SECONDS = 10 * 365 * 86400
+
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"^(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w))+\s*$")
 
@@ -31,7 +36,10 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like '90s' or '1h30m', got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int with hundreds of digits
+            raise ValueError("invalid duration: too large a number") from None
     elif isinstance(value, str):
         text = value.strip().lower()
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
@@ -40,14 +48,24 @@ def parse_duration(value: str | int | float) -> float:
             seconds = sum(float(n) * UNITS[u] for n, u in _PART.findall(text))
         else:
             raise ValueError(
-                f"invalid duration {value!r}: use a number of seconds or units "
+                f"invalid duration {_short(value)}: use a number of seconds or units "
                 "ms, s, m, h, d, w (e.g. '90s', '1h30m', '500ms')"
             )
     else:
         raise ValueError(f"expected a duration like '90s' or '1h30m', got {value!r}")
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"invalid duration {value!r}: must be a finite, non-negative time")
+        raise ValueError(f"invalid duration {_short(value)}: must be a finite, non-negative time")
+    if seconds > MAX_SECONDS:
+        raise ValueError(
+            f"duration {_short(value)} is too long to schedule: at most "
+            f"{format_duration(MAX_SECONDS)} (10 years)"
+        )
     return seconds
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def format_duration(seconds: float) -> str:

@@ -20,6 +20,14 @@ hexdigits = st.text("0123456789abcdef", min_size=64, max_size=64)
 segment = st.text("abcdefghijklmnopqrstuvwxyz0123456789._-é", min_size=1, max_size=12).filter(
     lambda s: s not in (".", "..")
 )
+
+
+def _no_file_is_a_directory(entries: list[FileEntry]) -> bool:
+    """A path that is also another path's parent is refused (it cannot be both)."""
+    names = {f.path for f in entries}
+    return not any(f.path.startswith(n + "/") for f in entries for n in names)
+
+
 paths = st.lists(segment, min_size=1, max_size=4).map("/".join)
 files = st.lists(
     st.builds(
@@ -31,7 +39,7 @@ files = st.lists(
     ),
     max_size=8,
     unique_by=lambda f: f.path,
-)
+).filter(_no_file_is_a_directory)
 argv = st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=3).map(tuple)
 hooks = st.dictionaries(
     st.sampled_from(["stop", "before_install", "after_install", "start", "validate"]),

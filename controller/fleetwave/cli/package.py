@@ -58,10 +58,21 @@ def register(subparsers: Any) -> None:
     )
     build.set_defaults(func=cmd_build)
 
-    verify = sub.add_parser("verify", help="exit 0 only for a valid package from a trusted key")
+    verify = sub.add_parser(
+        "verify",
+        help="run every check an agent's install runs, writing nothing; exit 0 only if "
+        "an agent trusting these keys would install the package",
+    )
     verify.add_argument("file", type=Path, metavar="FILE", help="the .fwpkg package")
+    # extend, not store: `--trust old.pub --trust new.pub` trusts both (key rotation).
     verify.add_argument(
-        "--trust", required=True, nargs="+", type=Path, metavar="PUBLIC_KEY", help="trusted keys"
+        "--trust",
+        required=True,
+        action="extend",
+        nargs="+",
+        type=Path,
+        metavar="PUBLIC_KEY",
+        help="a trusted public key; repeat it (or list several) to trust more than one",
     )
     verify.add_argument(
         "--revoke",
@@ -130,7 +141,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Verify signature, expiry and payload digest; errors exit non-zero."""
+    """The agent's complete install check (``verify_package``); a refusal exits non-zero.
+
+    Refusals are the agent's own errors and exit codes: PACKAGE_REFUSED (3) for an
+    unsafe, malformed, expired or oversized package, INTEGRITY (4) for a signature or
+    digest that does not match.
+    """
     keyring = Keyring.from_paths(args.trust, revoked=args.revoke)
     manifest = verify_package(args.file, keyring, now=time.time())
     if args.json:

@@ -31,7 +31,7 @@ from fleetwave.config.alarms import (
 from fleetwave.config.anomaly import AnomalySettings, build_anomaly
 from fleetwave.config.spec import PIPELINE_SPEC, OverrideTarget, Unit
 from fleetwave_core.errors import ConfigError
-from fleetwave_core.yamlsrc import join_path, load_yaml
+from fleetwave_core.yamlsrc import join_path, load_yaml, require_mapping
 
 __all__ = [
     "OneboxPolicy",
@@ -199,9 +199,9 @@ def load_merged(path: Path) -> tuple[dict[str, Any], Locator]:
 def _load_chain(path: Path, chain: list[Path]) -> tuple[dict[str, Any], Locator]:
     doc = load_yaml(path)
     loc = Locator.of(doc)
-    data = doc.data if doc.data is not None else {}
-    if not isinstance(data, dict):
-        raise loc.error("", "a pipeline file must be a mapping of keys")
+    # A parent named by `extends:` is read like any pipeline file: a regular file under
+    # the size limit, and if it is no pipeline at all, the error quotes none of it.
+    data = require_mapping(doc, "pipeline", [f.name for f in PIPELINE_SPEC.fields])
     parent = data.get("extends")
     if parent is None:
         return {k: v for k, v in data.items() if k != "extends"}, loc
@@ -212,7 +212,7 @@ def _load_chain(path: Path, chain: list[Path]) -> tuple[dict[str, Any], Locator]
     if parent_path.resolve() in resolved:
         names = " -> ".join(str(p) for p in (*chain, path, parent_path))
         raise loc.error("extends", f"extends loop: {names}")
-    if not parent_path.is_file():
+    if not parent_path.exists():
         raise loc.error("extends", f"parent pipeline {parent_path} not found")
     base, base_loc = _load_chain(parent_path, [*chain, path])
     merged = _merge(base, {k: v for k, v in data.items() if k != "extends"}, base_loc, loc, "")

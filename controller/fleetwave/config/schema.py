@@ -255,6 +255,8 @@ class Int(Spec):
     def check(self, value: Any, path: str, loc: Locator) -> Any:
         if not self.accepts(value):
             raise loc.error(path, f"expected an integer, got {_type_name(value)}")
+        if not -(2**63) <= value < 2**63:  # no count or port is this large; nor print it
+            raise loc.error(path, f"integer of {len(str(abs(value)))} digits is out of range")
         if self.minimum is not None and value < self.minimum:
             raise loc.error(path, f"{value} is below the minimum {self.minimum}")
         if self.maximum is not None and value > self.maximum:

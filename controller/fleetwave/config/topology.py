@@ -34,7 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fleetwave.config.schema import AnyOf, Field, Int, ListOf, Locator, MapOf, Obj, Str
-from fleetwave_core.yamlsrc import join_path, load_yaml
+from fleetwave_core.yamlsrc import join_path, load_yaml, require_mapping
 
 
 @dataclass(frozen=True)
@@ -318,7 +318,8 @@ def topology_from_data(data: Any, loc: Locator, path: Path) -> Topology:
 def load_topology(path: Path | str) -> Topology:
     """Load and validate a topology file; raise ConfigError naming file:line and key."""
     doc = load_yaml(path)
-    return topology_from_data(doc.data, Locator.of(doc), Path(path))
+    data = require_mapping(doc, "topology", [f.name for f in TOPOLOGY_SPEC.fields])
+    return topology_from_data(data, Locator.of(doc), Path(path))
 
 
 def topology_to_data(topology: Topology) -> dict[str, Any]:
