@@ -390,6 +390,7 @@ class Bench:
                 },
                 "load_balancers": [{"name": "none", "driver": "none"}],
                 "state_dir": "state",
+                "trust": [str(self.work / "keys" / "bench.pub")],  # deploy verifies first
             },
             "unit": "az",
             "rolling": {"max_batch": "100%", "min_healthy": "0%", "failure_budget": 0},

@@ -24,12 +24,14 @@ __all__ = [
     "HostUnreachableError",
     "IntegrityError",
     "JournalError",
+    "LeaseRefusedError",
     "LoadBalancerError",
     "LockedError",
     "MetricQueryError",
     "MetricResponseError",
     "MetricSourceError",
     "MetricSourceUnavailableError",
+    "PackageRefusedError",
     "PlanError",
     "RemoteAgentError",
     "RemoteIntegrityError",
@@ -153,3 +155,20 @@ class MetricQueryError(MetricSourceError, ValueError):
 
 class MetricResponseError(MetricSourceError):
     """The answer did not have the documented shape (a bug or a proxy in the way)."""
+
+
+class PackageRefusedError(FleetwaveError):
+    """The controller's pre-flight check refused the package; no host was touched.
+
+    ``exit_code`` is the agent's own for the cause: INTEGRITY for a signature or
+    checksum, PACKAGE_REFUSED for an expired, unsafe or oversized package.
+    """
+
+    def __init__(self, message: str, *, exit_code: int):
+        self.exit_code = ExitCode(exit_code)
+        super().__init__(message)
+
+
+class LeaseRefusedError(LockedError):
+    """Another deployment holds a host's lease (``rollout/lease.py``); nothing was drained
+    for this one. The message names the host and the holder."""

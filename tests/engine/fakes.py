@@ -106,7 +106,9 @@ class FakeSession:
             return None
         return {"version": version, "package_id": self.agent.package_of.get(version, "o" * 64)}
 
-    async def ensure_package(self, path: Path, package_id: str) -> bool:
+    async def ensure_package(
+        self, path: Path, package_id: str, *, lease: str | None = None
+    ) -> bool:
         if self.host.name in self.fleet.bug_on_upload:
             raise KeyError("a bug in the upload")
         if package_id in self.agent.packages:

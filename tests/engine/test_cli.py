@@ -17,6 +17,7 @@ from fleetwave.planning.codec import plan_to_dict
 from fleetwave.planning.model import Plan
 from fleetwave.rollout.journal import Journal
 from fleetwave.rollout.lock import DeploymentLock
+from fleetwave_agent.keys import generate_keypair
 
 from .sim import make_plan
 
@@ -29,7 +30,13 @@ REPO = Path(__file__).resolve().parents[2]
 def pipeline(tmp_path: Path) -> Path:
     for name in ("pipeline.yaml", "topology.yaml"):
         shutil.copy(REPO / "examples" / "lab" / name, tmp_path / name)
+    generate_keypair(tmp_path / "keys", "release")  # the pipeline's deploy.trust
     return tmp_path / "pipeline.yaml"
+
+
+def _release_keys(pipeline: Path) -> tuple[Path, Path]:
+    keys = pipeline.parent / "keys"
+    return keys / "release.key", keys / "release.pub"
 
 
 def _journal_with_run(state: Path, plan: Plan) -> Journal:
@@ -76,7 +83,7 @@ def test_deploy_refusal_names_the_tty_rule(
 ) -> None:
     from tests.inproc.agents import make_package
 
-    pkg = make_package(tmp_path / "pkg")
+    pkg = make_package(tmp_path / "pkg", keys=_release_keys(pipeline))
     monkeypatch.setattr(sys, "stdin", open(os.devnull))  # noqa: SIM115 - closed by pytest
     assert main(["deploy", "-f", str(pipeline), str(pkg.path)]) == 2
     assert "stdin is not a TTY; pass --yes" in capsys.readouterr().err
@@ -114,7 +121,7 @@ def test_second_deploy_is_refused_while_locked(
 ) -> None:
     from tests.inproc.agents import make_package
 
-    pkg = make_package(tmp_path / "pkg")
+    pkg = make_package(tmp_path / "pkg", keys=_release_keys(pipeline))
     lock = DeploymentLock(pipeline.parent / ".fleetwave", "lab-app", "lab")
     lock.acquire(now=time.time(), deployment_id="other")
     try:

@@ -93,6 +93,7 @@ class Lab:
                 ],
                 "drain_timeout": "10s",
                 "state_dir": "state",
+                "trust": [str(self.public)],
             },
             "unit": "az",
             "rolling": {

@@ -269,7 +269,10 @@ def _crash() -> None:
     raise Crash
 
 
-def test_rollback_request_is_journalled_before_it_is_consumed(tmp_path: Path) -> None:
+def test_rollback_request_is_consumed_in_the_commit_of_its_event(tmp_path: Path) -> None:
+    # One commit per decision (the journal's transaction): the request's event and its
+    # consumption are durable together or not at all, so no crash can lose it. A crash
+    # right after the commit leaves it consumed, its event journalled; resume rolls back.
     plan = make_plan([[[2]]], max_out=1, bake_s=3600.0)
     kill = KillPoint(nth=1, kind="event", name="RollbackRequested")
     journal, info = _setup(tmp_path, plan, kill_at=kill, on_kill=_crash)
@@ -280,7 +283,10 @@ def test_rollback_request_is_journalled_before_it_is_consumed(tmp_path: Path) ->
         _run(runner.run())
     db = sqlite3.connect(tmp_path / "journal.db")
     (pending,) = db.execute("SELECT COUNT(*) FROM requests WHERE consumed_at IS NULL").fetchone()
-    assert pending == 1  # the crash came after the event, before the consumption
+    (events,) = db.execute(
+        "SELECT COUNT(*) FROM steps WHERE kind = 'event' AND name = 'RollbackRequested'"
+    ).fetchone()
+    assert (pending, events) == (0, 1)
     journal2 = Journal(tmp_path / "journal.db")
     fin = _run(_runner(info, journal2, fleet, lb, request_poll_s=0.001).resume())
     assert isinstance(fin, Finish)

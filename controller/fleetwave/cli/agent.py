@@ -99,6 +99,33 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_install)
 
 
+def trusted_key_files(paths: list[Path], scratch: Path) -> tuple[Path, ...]:
+    """Every ``--trust`` key, each under a file name of its own on the hosts.
+
+    Hosts get each key as ``keys/<file name>``; two keys with one name (``old/release.pub``
+    and ``new/release.pub`` during a rotation) would overwrite each other there, so such
+    keys are copied to ``scratch`` as ``<stem>-<key id>.pub``. Each file must hold a
+    public key (checked before any host is touched); the same key given twice counts once.
+    """
+    from fleetwave_agent.keys import key_id, load_public_key
+
+    ids = {path: key_id(load_public_key(path)) for path in paths}
+    unique: dict[str, Path] = {}
+    for path in paths:
+        unique.setdefault(ids[path], path)
+    names = [p.name for p in unique.values()]
+    out: list[Path] = []
+    for kid, path in unique.items():
+        if names.count(path.name) == 1:
+            out.append(path)
+            continue
+        scratch.mkdir(parents=True, exist_ok=True)
+        copy = scratch / f"{path.stem}-{kid}{path.suffix or '.pub'}"
+        copy.write_bytes(path.read_bytes())
+        out.append(copy)
+    return tuple(out)
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     """Install on every selected host; print one line per host; 1 if any failed."""
     from fleetwave.config.pipeline import load_pipeline
@@ -150,11 +177,12 @@ def cmd_install(args: argparse.Namespace) -> int:
             rpc_socket=None if args.rpc_socket is None else PurePosixPath(args.rpc_socket),
         ).socket_path()
     with tempfile.TemporaryDirectory(prefix="fleetwave-wheel-") as tmp:
+        trusted = trusted_key_files(args.trust, Path(tmp) / "trust")
         wheel = None if args.deb is not None else args.wheel or build_wheel(Path(tmp))
         options = BootstrapOptions(
             local_wheel=wheel,
             local_deb=args.deb,
-            local_trusted_keys=tuple(args.trust),
+            local_trusted_keys=trusted,
             deploy_public_key=deploy_public,
             deploy_user=ssh.user,
             python=args.python or "python3",

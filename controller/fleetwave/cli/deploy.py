@@ -26,8 +26,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fleetwave.errors import FleetwaveError, JournalError, LockedError, UsageError
-from fleetwave.observe.events import EventSink, FanOut, JsonLinesFile, JsonLinesStream, PlainLines
+from fleetwave.errors import (
+    ConfigError,
+    FleetwaveError,
+    JournalError,
+    LockedError,
+    PackageRefusedError,
+    UsageError,
+)
+from fleetwave.observe.events import (
+    EventSink,
+    FanOut,
+    JsonLinesFile,
+    JsonLinesStream,
+    Note,
+    PlainLines,
+)
 from fleetwave.planning.codec import plan_from_dict, plan_to_dict
 from fleetwave.rollout.gates import (
     DEFAULT_GATE_POLL_S,
@@ -39,7 +53,8 @@ from fleetwave.rollout.gates import (
     check_override,
 )
 from fleetwave.rollout.journal import KILL_ENV, DeploymentRow, Journal, KillPoint
-from fleetwave.rollout.lock import DeploymentLock
+from fleetwave.rollout.lease import LeaseKeeper
+from fleetwave.rollout.lock import DeploymentLock, Takeover, TakeoverReason
 from fleetwave.rollout.runner import DeploymentInfo, Runner, controller_id, replay
 from fleetwave.rollout.state import FAILED, Phase, out_of_rotation
 from fleetwave.rollout.types import Event, Finish, OverrideGranted, Result, Stopped
@@ -199,16 +214,25 @@ def _locked(
         force_unlock=getattr(args, "force_unlock", None),
     )
     if cleared is not None:
-        ctx.journal.audit(
-            cleared.deployment_id,
-            "force_unlock",
-            {"cleared": cleared.__dict__, "by": _user(), "controller": controller_id()},
-            time.time(),
-        )
+        detail = {"cleared": cleared.holder.__dict__, "by": _user(), "controller": controller_id()}
+        now = time.time()
+        ctx.journal.audit(cleared.holder.deployment_id, cleared.reason.value, detail, now)
+        log = JsonLinesFile(ctx.state_dir / EVENT_LOG)
+        try:
+            log.emit(Note(cleared.holder.deployment_id or "-", now, _takeover_note(cleared)))
+        finally:
+            log.close()
+        print(f"fleetwave: {_takeover_note(cleared)}", file=sys.stderr)
     try:
         yield lock
     finally:
         lock.release()
+
+
+def _takeover_note(cleared: Takeover) -> str:
+    if cleared.reason is TakeoverReason.FORCED:
+        return f"lock: forced unlock of {cleared.holder.describe()}"
+    return f"lock: took over the stale {cleared.holder.describe()}: its process is gone"
 
 
 def _runner(
@@ -229,6 +253,13 @@ def _runner(
     watch_transport = SshTransport(ctx.pipeline.deploy.ssh, errors=counter)
     watcher = build_watcher(pipeline, row_or_info.plan, watch_transport)
     gates = build_gates(pipeline, watcher, release)
+    dep = row_or_info.deployment_id
+    leases = LeaseKeeper(
+        dep,
+        controller_id(),
+        ctx.pipeline.deploy.lease_ttl_s,
+        note=lambda message: sink.emit(Note(dep, time.time(), message)),
+    )
     runner = Runner(
         row_or_info,
         journal=ctx.journal,
@@ -238,6 +269,7 @@ def _runner(
         sink=sink,
         watcher=watcher,
         post_deploy_watch_s=pipeline.post_deploy_watch_s,
+        leases=leases,
     )
     runner.closers.append(watch_transport.close)
     return runner
@@ -457,6 +489,34 @@ def _exit_for(row: DeploymentRow) -> int:
     return EXIT_BY_RESULT[result] if result is not None else ExitCode.ERROR
 
 
+def verify_for_deploy(pipeline: Any, package: Path, *, now: float) -> Any:
+    """The package's manifest once the agent's complete check passes against the
+    pipeline's ``deploy.trust`` keys (signature, revocation, expiry, limits, checksums).
+
+    Runs before anything is touched: a package every agent would refuse must not drain
+    hosts one by one and spend the failure budget. Raises ConfigError without
+    ``deploy.trust`` and PackageRefusedError (the agent's exit code) for a bad package.
+    """
+    from fleetwave_agent.errors import PackageError
+    from fleetwave_agent.keys import Keyring
+    from fleetwave_agent.package import verify_package
+
+    trust = pipeline.deploy.trust
+    if not trust:
+        raise ConfigError(
+            f"{pipeline.path}: deploy.trust names no key: add the public keys packages "
+            "are signed with (e.g. `deploy: {trust: [keys/release.pub]}`); without them "
+            "a bad package is only refused by each host after it was drained"
+        )
+    keyring = Keyring.from_paths(trust)
+    try:
+        return verify_package(package, keyring, now=now)
+    except PackageError as exc:
+        raise PackageRefusedError(
+            f"package refused before touching any host: {exc}", exit_code=exc.exit_code
+        ) from exc
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -464,10 +524,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """Plan the pipeline, confirm, and run the whole deployment."""
     from fleetwave.cli.plan import render_plan
     from fleetwave.planning.planner import plan_pipeline
-    from fleetwave_agent.package import read_manifest
 
     ctx = _context(args.file)
-    manifest = read_manifest(args.package)
+    manifest = verify_for_deploy(ctx.pipeline, args.package, now=time.time())
     plan = plan_pipeline(ctx.pipeline)
     extra = _override(ctx, args)
     if not args.yes:

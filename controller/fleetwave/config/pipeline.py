@@ -49,7 +49,13 @@ from fleetwave.config.schema import (
     Locator,
     Quantity,
 )
-from fleetwave.config.settings import DeploySettings, LoadBalancerSettings, SshSettings
+from fleetwave.config.settings import (
+    MAX_LEASE_TTL_S,
+    MIN_LEASE_TTL_S,
+    DeploySettings,
+    LoadBalancerSettings,
+    SshSettings,
+)
 from fleetwave.config.topology import Topology, load_topology
 from fleetwave.config.windows import (
     ALWAYS,
@@ -335,6 +341,13 @@ def _deploy(raw: Mapping[str, Any], path: Path, loc: Locator) -> DeploySettings:
             LoadBalancerSettings(lb["name"], lb["driver"], dict(lb.get("options", {})))
         )
     defaults = DeploySettings()
+    lease_ttl = raw.get("lease_ttl", defaults.lease_ttl_s)
+    if not MIN_LEASE_TTL_S <= lease_ttl <= MAX_LEASE_TTL_S:
+        raise loc.error(
+            "deploy.lease_ttl",
+            f"lease_ttl must be between {MIN_LEASE_TTL_S:g}s and {MAX_LEASE_TTL_S:g}s"
+            f" (the agent's limit), got {lease_ttl:g}s",
+        )
     state_dir = Path(raw["state_dir"]).expanduser() if "state_dir" in raw else defaults.state_dir
     if not state_dir.is_absolute():
         state_dir = path.parent / state_dir
@@ -343,6 +356,10 @@ def _deploy(raw: Mapping[str, Any], path: Path, loc: Locator) -> DeploySettings:
         load_balancers=tuple(balancers),
         drain_timeout_s=raw.get("drain_timeout", defaults.drain_timeout_s),
         state_dir=state_dir,
+        trust=tuple(
+            _relative(k, f"deploy.trust[{i}]", loc) for i, k in enumerate(raw.get("trust", []))
+        ),
+        lease_ttl_s=lease_ttl,
     )
 
 

@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: Bounds of ``deploy.lease_ttl``; the agent refuses leases longer than an hour.
+MIN_LEASE_TTL_S = 3.0
+MAX_LEASE_TTL_S = 3600.0
+
 
 @dataclass(frozen=True)
 class SshSettings:
@@ -45,3 +49,9 @@ class DeploySettings:
     state_dir: Path = Path(
         ".fleetwave"
     )  # journal, locks, event log (relative: to the pipeline file)
+    # Public keys a package must be signed by (the agent's keyring format); ``deploy``
+    # refuses to start without them. Relative paths: to the file that names them.
+    trust: tuple[Path, ...] = ()
+    # The host lease (``rollout/lease.py``): how long a host stays fenced for this
+    # deployment after the controller's last renewal (renewed every third of it).
+    lease_ttl_s: float = 120.0

@@ -189,6 +189,11 @@ _DEPLOY = Obj(
         ),
         Field("drain_timeout", Duration()),
         Field("state_dir", Str()),
+        Field(
+            "trust",
+            ListOf(Str(description="public key file a package must be signed by")),
+        ),
+        Field("lease_ttl", Duration(description="host lease: expiry after the last renewal")),
     ),
 )
 

@@ -11,8 +11,11 @@ Options::
     poll_interval_s: 0.5     # while a drain waits for sessions
 
 ``{lb}``, ``{backend}`` and ``{server}`` in any argument are replaced. The commands run
-without a shell. A non-zero exit, a timeout or unreadable status output is a
-:class:`LoadBalancerError` carrying the tail of the command's stderr.
+without a shell, each in its own process group: on a timeout, or when the step is
+cancelled (Ctrl-C, a rollback, the end of the deployment), the whole group is killed and
+reaped, so no script outlives the step that ran it. A non-zero exit, a timeout or
+unreadable status output is a :class:`LoadBalancerError` carrying the tail of the
+command's stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -66,18 +71,20 @@ class CommandLoadBalancer(LoadBalancer):
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # its own group: killed whole, children included
             )
         except OSError as exc:
             raise LoadBalancerError(f"{ref}: {which} command {argv[0]!r}: {exc}") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self._timeout)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+            await _kill_group(proc)
             raise LoadBalancerError(
                 f"{ref}: {which} command timed out after {self._timeout:g}s"
             ) from None
+        except asyncio.CancelledError:
+            await _kill_group(proc)
+            raise
         if proc.returncode != 0:
             tail = " | ".join(err.decode(errors="replace").strip().splitlines()[-3:])
             raise LoadBalancerError(
@@ -119,6 +126,17 @@ class CommandLoadBalancer(LoadBalancer):
         """Ready command, then the status it led to."""
         await self._run("ready", ref)
         return await self.status(ref)
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the command's process group and reap the command."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group id is the leader's pid
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    # Shielded: a second cancellation must not leave the child unreaped.
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(proc.wait())
 
 
 def from_options(name: str, options: Mapping[str, Any]) -> CommandLoadBalancer:

@@ -30,6 +30,7 @@ from fleetwave.lb.base import LoadBalancer, ServerState
 from fleetwave.observe.events import HostStep, Note
 from fleetwave.planning.model import HostRef, Stage
 from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.lease import LeaseKeeper
 from fleetwave.rollout.seams import Clock, DeploymentInfo
 from fleetwave.rollout.types import (
     Action,
@@ -105,6 +106,7 @@ class HostSteps:
         clock: Clock,
         retry: RetryPolicy = DEFAULT_STEP_RETRY,
         emit: Callable[[Any], None] = lambda event: None,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self.info = info
         self.journal = journal
@@ -113,6 +115,7 @@ class HostSteps:
         self.clock = clock
         self.retry = retry
         self.emit = emit
+        self.leases = leases
         self.hosts = {h.name: h for h in info.plan.hosts()}
         self._sessions: dict[str, AgentSession] = {}
         self._session_locks: dict[str, asyncio.Lock] = {}
@@ -159,7 +162,7 @@ class HostSteps:
         args = None if probe_health else {"probe_health": False}
 
         async def once() -> dict[str, Any]:
-            return await (await self._session(host)).call("status", args)
+            return await (await self.session(host)).call("status", args)
 
         status: dict[str, Any] = await self._retrying(host, once, [0])
         return status
@@ -244,13 +247,17 @@ class HostSteps:
         host: HostRef,
         before: list[BeforeRelease],
     ) -> Event:
+        if self.leases is not None:
+            await self.leases.ensure(host)  # before anything changes on the host
         if isinstance(action, DrainHost):
             assert host.lb is not None  # the engine drains only hosts with a balancer
             drained = await self.lb(host).drain(host.lb, timeout_s=self.info.drain_timeout_s)
             if drained.state not in (ServerState.MAINT, ServerState.DRAIN):
                 raise LoadBalancerError(f"{host.lb}: still {drained.state.value} after drain")
             return HostDrained(host.name)
-        session = await self._session(host)
+        session: AgentSession = await self.session(host)
+        if self.leases is not None:
+            session = self.leases.session(session)  # every mutating call names the lease
         if isinstance(action, InstallOnHost):
             if not before:  # a retry keeps what the first attempt saw
                 status = await session.call("status", {"probe_health": False})
@@ -323,7 +330,8 @@ class HostSteps:
         except KeyError:
             raise LoadBalancerError(f"{host.lb}: no load balancer named {host.lb.lb!r}") from None
 
-    async def _session(self, host: HostRef) -> AgentSession:
+    async def session(self, host: HostRef) -> AgentSession:
+        """The host's agent session, opened on first use and kept (one per host)."""
         lock = self._session_locks.setdefault(host.name, asyncio.Lock())
         async with lock:
             session = self._sessions.get(host.name)

@@ -1,7 +1,11 @@
 """The deployment journal: a crash-safe record of every deployment in SQLite.
 
 One database per state dir (``<state_dir>/journal.db``), WAL mode with
-``synchronous=FULL`` so a committed row survives a power cut. Two tables matter:
+``synchronous=FULL`` so a committed row survives a power cut. Each write is its own
+commit, except inside :meth:`Journal.transaction`: the runner journals one decision (its
+event, the intents of its actions, the state change) as one commit, one fsync, before
+it carries any of the actions out (``docs/benchmarks.md`` has the figures). Two tables
+matter:
 
 * ``deployments``: one row per deployment (pipeline, environment, package, the plan
   as JSON, state, result, times).
@@ -27,7 +31,7 @@ import os
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +114,7 @@ class DeploymentRow:
     package_id: str
     package_path: str
     plan: dict[str, Any]
-    state: str  # running | rolling_back | finished | aborted
+    state: str  # running | rolling_back | finished | aborted | interrupted | refused
     result: str | None
     reason: str | None
     started_at: float
@@ -164,6 +168,8 @@ class Journal:
         self._matching_writes = 0
         self._kill_at = KillPoint(nth=kill_at) if isinstance(kill_at, int) else kill_at
         self._on_kill = on_kill
+        self._in_transaction = False
+        self._kill_pending = False
 
     @classmethod
     def in_state_dir(cls, state_dir: Path, **kwargs: Any) -> Journal:
@@ -173,9 +179,51 @@ class Journal:
         self._db.close()
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every write inside is one commit: all of them are durable, or none is.
+
+        A test kill point reached inside fires after the commit, as a crash can only
+        come between commits. Nested use joins the outer transaction.
+        """
+        if self._in_transaction:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: write failed: {exc}") from exc
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self._in_transaction = False
+            self._kill_pending = False
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._in_transaction = False
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._kill_pending = False
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise JournalError(f"{self.path}: write failed: {exc}") from exc
+        if self._kill_pending:
+            self._kill_pending = False
+            self._on_kill()
+
+    @contextmanager
     def _write(
         self, kind: str | None = None, name: str | None = None
     ) -> Iterator[sqlite3.Connection]:
+        if self._in_transaction:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise JournalError(f"{self.path}: write failed: {exc}") from exc
+            self._kill_pending |= self._kill_due(kind, name)
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -186,10 +234,15 @@ class Journal:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: write failed: {exc}") from exc
-        if self._kill_at is not None and self._kill_at.matches(kind, name):
-            self._matching_writes += 1
-            if self._matching_writes == self._kill_at.nth:
-                self._on_kill()
+        if self._kill_due(kind, name):
+            self._on_kill()
+
+    def _kill_due(self, kind: str | None, name: str | None) -> bool:
+        """Test-only: count a matching write; True when it is the kill point's N-th."""
+        if self._kill_at is None or not self._kill_at.matches(kind, name):
+            return False
+        self._matching_writes += 1
+        return self._matching_writes == self._kill_at.nth
 
     # -- deployments ------------------------------------------------------------------
 
@@ -232,7 +285,7 @@ class Journal:
         reason: str | None = None,
         controller: str | None = None,
     ) -> None:
-        finished = now if state in ("finished", "aborted") else None
+        finished = now if state in ("finished", "aborted", "refused") else None
         with self._write() as db:
             db.execute(
                 "UPDATE deployments SET state=?, result=COALESCE(?, result),"

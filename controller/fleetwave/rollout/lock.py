@@ -5,9 +5,11 @@ as the controller runs, and it carries a holder record (lock id, host, pid, user
 deployment id, since) so a refused controller can say who holds it.
 
 A record left behind by a controller that died (the flock is free but the record is
-not empty), or written by a controller on another machine (a shared state dir, where
-flock proves nothing), is *stale*. Stale locks are never broken automatically: the
-operator passes ``--force-unlock LOCK_ID`` and the caller audits it in the journal.
+not empty) is *stale*. When the record names this machine, the free flock proves its
+holder dead (the kernel drops a flock with its process), so the lock is taken over
+automatically and the takeover returned for the caller to audit. A record written on
+another machine (a shared state dir, where flock proves nothing) is never broken
+automatically: the operator passes ``--force-unlock LOCK_ID``, audited the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import socket
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 from fleetwave.errors import LockedError
@@ -43,6 +46,21 @@ class Holder:
         )
 
 
+class TakeoverReason(StrEnum):
+    """Why a stale record was cleared; the journal's audit row is named after it."""
+
+    DEAD_HOLDER = "stale_lock_takeover"  # same machine, flock free: the holder is dead
+    FORCED = "force_unlock"  # --force-unlock LOCK_ID
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A stale holder record that :meth:`DeploymentLock.acquire` cleared."""
+
+    holder: Holder
+    reason: TakeoverReason
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -61,11 +79,12 @@ class DeploymentLock:
 
     def acquire(
         self, *, now: float, deployment_id: str | None = None, force_unlock: str | None = None
-    ) -> Holder | None:
+    ) -> Takeover | None:
         """Take the lock or raise :class:`LockedError` naming the holder.
 
-        With ``force_unlock`` equal to a stale holder's lock id, that holder is cleared
-        first; the cleared holder is returned so the caller can audit it.
+        A stale record of this machine is taken over; one from another machine only
+        with ``force_unlock`` equal to its lock id. The cleared record is returned so
+        the caller can audit it.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
@@ -79,15 +98,17 @@ class DeploymentLock:
             cleared = None
             current = _read(fd)
             if current is not None:
-                if force_unlock != current.lock_id:
-                    where = "another machine" if current.host != socket.gethostname() else ""
-                    gone = f"the holder runs on {where}" if where else "the holder is gone"
+                if force_unlock == current.lock_id:
+                    cleared = Takeover(current, TakeoverReason.FORCED)
+                elif current.host == socket.gethostname():
+                    cleared = Takeover(current, TakeoverReason.DEAD_HOLDER)
+                else:
                     raise LockedError(
-                        f"{self.path}: stale {current.describe()}: {gone};"
-                        f" if no controller is running, rerun with"
+                        f"{self.path}: stale {current.describe()}: the holder ran on"
+                        f" another machine, where this one cannot tell whether it is alive;"
+                        f" if no controller is running there, rerun with"
                         f" --force-unlock {current.lock_id}"
                     )
-                cleared = current
             holder = Holder(
                 lock_id=uuid.uuid4().hex[:12],
                 host=socket.gethostname(),

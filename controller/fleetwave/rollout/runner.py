@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetwave.config.spec import OverrideTarget
-from fleetwave.errors import EngineStalledError, FleetwaveError, JournalError
+from fleetwave.errors import EngineStalledError, FleetwaveError, JournalError, LeaseRefusedError
 from fleetwave.lb.base import LoadBalancer
 from fleetwave.observe.events import (
     AlarmsEvaluated,
@@ -39,6 +39,7 @@ from fleetwave.rollout.engine import decide
 from fleetwave.rollout.gates import BakeTarget, Gates
 from fleetwave.rollout.hoststeps import DEFAULT_STEP_RETRY, HostAction, HostSteps
 from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.lease import LeaseKeeper
 from fleetwave.rollout.reconcile import reconcile
 from fleetwave.rollout.scheduler import finish_action
 from fleetwave.rollout.seams import Clock, DeploymentInfo, SystemClock, controller_id
@@ -143,6 +144,7 @@ class Runner:
         post_deploy_watch_s: float = 0.0,
         retry: RetryPolicy = DEFAULT_STEP_RETRY,
         gate_timeout_s: float = DEFAULT_GATE_TIMEOUT_S,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self.info = info
         self.journal = journal
@@ -166,6 +168,7 @@ class Runner:
             clock=self.clock,
             retry=retry,
             emit=self._emit,
+            leases=leases,
         )
         self._queue: asyncio.Queue[
             Event | _StopRequest | _Wake | _Failure | _FromRequest | BaseException
@@ -175,11 +178,27 @@ class Runner:
         self._stopping: tuple[str, str, BaseException | None] | None = None
         self._finishing: set[str] = set()  # hosts whose steps run on while stopping
 
+    @property
+    def leases(self) -> LeaseKeeper | None:
+        """The host leases (None: not leased); the host steps carry them."""
+        return self.steps.leases
+
+    @leases.setter
+    def leases(self, keeper: LeaseKeeper | None) -> None:
+        self.steps.leases = keeper
+
     # -- entry points ---------------------------------------------------------------------
 
     async def run(self, extra: list[Event] | None = None) -> Finish | Stopped:
         """Start a new deployment (already created in the journal); ``extra`` events
         (an override) are decided right after the start."""
+        try:
+            await self._take_leases()
+        except LeaseRefusedError as exc:
+            # Nothing was done: the row says so, and ``resume`` can start it later.
+            dep = self.info.deployment_id
+            self.journal.set_state(dep, "refused", now=self.clock.now(), reason=str(exc))
+            raise
         return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
 
     async def resume(self, extra: list[Event] | None = None) -> Finish | Stopped:
@@ -194,6 +213,7 @@ class Runner:
             extra.append(RollbackContinued(by))
         if st.phase is Phase.FINISHED and not extra:
             return self._finished_action()
+        await self._take_leases()
         if st.phase is Phase.PENDING:
             # The crash came before the first decision: nothing was done yet.
             return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
@@ -216,6 +236,12 @@ class Runner:
         """Ask the running loop to stop cleanly (SIGTERM): no new steps; in-flight hosts
         finish their steps and are returned; the deployment stays resumable."""
         self._queue.put_nowait(_StopRequest(reason))
+
+    async def _take_leases(self) -> None:
+        """Lease every host before the first step (LeaseRefusedError: another
+        deployment holds one; nothing was touched)."""
+        if self.leases is not None:
+            await self.leases.start(self.steps.hosts.values(), self.steps.session)
 
     def _consume_journalled_requests(self) -> None:
         """A crash between journalling a request's event and consuming the request
@@ -273,6 +299,10 @@ class Runner:
         if self.watcher is not None:
             watch = asyncio.create_task(self._watch(self.watcher))
             watch.add_done_callback(self._helper_done("the watcher"))
+        renewer = None
+        if self.leases is not None:
+            renewer = asyncio.create_task(self.leases.renew_forever())
+            renewer.add_done_callback(self._helper_done("the lease renewer"))
         try:
             while True:
                 if self._stopping is not None and not self._tasks and self._queue.empty():
@@ -292,33 +322,18 @@ class Runner:
                 if isinstance(item, _FromRequest):
                     item = item.event
                 now = self.clock.now()
-                self.journal.record_event(dep, item, now)
-                if request_id is not None:
-                    # Only now: a crash before this line replays the request again.
-                    self.journal.consume_requests([request_id], now)
                 self._observe_input(item, now)
-                before = self.state
-                self.state, actions = decide(self.state, item, now)
-                self._observe(before, self.state, now)
+                actions = self._decide(item, now, request_id)  # durable before any runs
                 for action in actions:
                     if isinstance(action, Finish):
-                        self.journal.record_intent(dep, action, now)
-                        self.journal.set_state(
-                            dep,
-                            "finished",
-                            now=now,
-                            result=action.result.value,
-                            reason=action.rollback_reason,
-                        )
                         self._emit(
                             DeploymentChanged(
                                 dep, now, "finished", action.result, action.rollback_reason
                             )
                         )
+                        if self.leases is not None:
+                            await self.leases.release_all()
                         return action
-                    if self._stopping is not None and not self._continues(action):
-                        continue  # resume re-issues it
-                    self.journal.record_intent(dep, action, now)
                     self._spawn(action)
                 if self._stopping is not None:
                     self._finishing &= {
@@ -330,11 +345,44 @@ class Runner:
                         f"after {type(item).__name__}; the journal is intact, try resume"
                     )
         finally:
-            extras = [t for t in (poller, watch) if t is not None]
-            for task in [*self._tasks, *extras]:
+            background = [t for t in (poller, watch, renewer) if t is not None]
+            for task in [*background, *self._tasks]:
                 task.cancel()
-            await asyncio.gather(*self._tasks, *extras, return_exceptions=True)
+            await asyncio.gather(*self._tasks, *background, return_exceptions=True)
             await self.steps.close()
+
+    def _decide(self, item: Event, now: float, request_id: int | None) -> list[Action]:
+        """One decision, journalled as one commit: the event, the request it consumes
+        (journalled with it, so a crash before the commit replays the request), the
+        state change, and the intent of every action that will run, up to the Finish.
+        While stopping, only the steps of hosts in flight run; resume re-issues the
+        rest."""
+        dep = self.info.deployment_id
+        taken: list[Action] = []
+        with self.journal.transaction():
+            self.journal.record_event(dep, item, now)
+            if request_id is not None:
+                self.journal.consume_requests([request_id], now)
+            before = self.state
+            self.state, actions = decide(self.state, item, now)
+            self._observe(before, self.state, now)
+            for action in actions:
+                if isinstance(action, Finish):
+                    self.journal.record_intent(dep, action, now)
+                    self.journal.set_state(
+                        dep,
+                        "finished",
+                        now=now,
+                        result=action.result.value,
+                        reason=action.rollback_reason,
+                    )
+                    taken.append(action)
+                    break
+                if self._stopping is not None and not self._continues(action):
+                    continue
+                self.journal.record_intent(dep, action, now)
+                taken.append(action)
+        return taken
 
     # -- stopping early -------------------------------------------------------------------
 

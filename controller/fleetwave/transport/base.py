@@ -24,8 +24,11 @@ class AgentSession(Protocol):
         """Run one RPC operation and return its result."""
         ...
 
-    async def ensure_package(self, path: Path, package_id: str) -> bool:
-        """Upload the package unless the agent already has it; True when bytes were sent."""
+    async def ensure_package(
+        self, path: Path, package_id: str, *, lease: str | None = None
+    ) -> bool:
+        """Upload the package unless the agent already has it; True when bytes were sent.
+        ``lease`` (a deployment id) fences the upload like every mutating call."""
         ...
 
     async def close(self) -> None: ...

@@ -347,8 +347,11 @@ class SshAgentSession:
         RemoteAgentError (RemoteIntegrityError for signature/checksum failures)."""
         return await self._call(op, args or {}, timeout_s=timeout_s)
 
-    async def ensure_package(self, path: Path, package_id: str) -> bool:
-        """Upload the package unless the agent already has it; True when bytes were sent."""
+    async def ensure_package(
+        self, path: Path, package_id: str, *, lease: str | None = None
+    ) -> bool:
+        """Upload the package unless the agent already has it; True when bytes were sent.
+        ``lease`` (a deployment id) fences the upload like every mutating call."""
         present = await self.call("has_package", {"package_id": package_id})
         if _truthy_presence(present):
             return False
@@ -357,7 +360,10 @@ class SshAgentSession:
             size = path.stat().st_size  # noqa: ASYNC240
         except OSError as exc:
             raise TransportError(self.host.name, f"cannot read package {path}: {exc}") from None
-        await self._call("upload", {"package_id": package_id, "size": size}, body=(path, size))
+        args: dict[str, Any] = {"package_id": package_id, "size": size}
+        if lease is not None:
+            args["lease"] = lease
+        await self._call("upload", args, body=(path, size))
         return True
 
     async def close(self) -> None:
