@@ -117,14 +117,14 @@ class Lab:
         version: str,
         *,
         health_deadline: str = "",
-        stop_hook: str | None = None,
+        hook_prefix: dict[str, str] | None = None,
         **behaviour: object,
     ) -> Path:
         src = self.work / f"src-{version}"
         shutil.copytree(DEMO_APP, src)
-        if stop_hook is not None:  # a stop hook of the test's own (fault injection)
-            hook = src / "bin" / "stop"
-            hook.write_text(stop_hook + hook.read_text().split("\n", 1)[1])
+        for name, prefix in (hook_prefix or {}).items():  # fault injection: runs first
+            hook = src / "bin" / name
+            hook.write_text(prefix + hook.read_text().split("\n", 1)[1])
         if health_deadline:  # a failing release fails sooner: keeps crash loops short
             spec = src / "fleetwave-package.yaml"
             text = spec.read_text()
@@ -296,7 +296,9 @@ def test_bad_release_past_budget_rolls_back_without_failed_requests(
 
 
 def test_full_disk_on_one_host_fails_it_inside_the_budget(lab: Callable[..., Lab]) -> None:
-    env = lab(budget=1, srv_size="16m")
+    # min_healthy 0%: a full disk makes the victim's agent unusable (it cannot open a
+    # session), so the probe counts it as not serving; the floor is not under test.
+    env = lab(budget=1, srv_size="16m", min_healthy="0%")
     env.deploy(env.package("1.0.0"), check=True)
     env.wait_all_up()
     victim = env.fleet.hosts[-1]
@@ -306,7 +308,7 @@ def test_full_disk_on_one_host_fails_it_inside_the_budget(lab: Callable[..., Lab
         proc = env.deploy(v2)
     finally:
         victim.free_disk()
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"failed host {victim.name}" in proc.stderr
     versions = env.versions()
     assert versions[victim.name] == "1.0.0"
@@ -380,12 +382,26 @@ def test_sigkill_after_every_forward_step_then_resume(lab: Callable[..., Lab]) -
         assert set(env.versions().values()) == {version}, point
 
 
+# The release fails to start on the host marked /srv/fail-start only: the hosts before
+# it are updated, then its failure (budget 0) rolls them back with RollbackHost. (A
+# release failing everywhere fails on the first host, whose agent undoes the install
+# by itself: nothing would be rolled back by the controller.)
+_FAIL_START_IF_MARKED = """#!/usr/bin/env python3
+import sys as _sys
+from pathlib import Path as _Path
+if _Path("/srv/fail-start").exists():
+    _sys.exit("start: this host is marked to fail")
+"""
+
+
 def test_sigkill_after_every_rollback_step_then_resume(lab: Callable[..., Lab]) -> None:
     env = lab(hosts=3)
     env.deploy(env.package("1.0.0"), check=True)
     env.wait_all_up()
+    env.fleet.hosts[-1].path("/srv/fail-start").write_text("")
     for number, point in enumerate(ROLLBACK_KILL_POINTS, start=2):
-        bad = env.package(f"{number}.0.0", health="fail", health_deadline="3s")
+        prefix = {"start": _FAIL_START_IF_MARKED}
+        bad = env.package(f"{number}.0.0", health_deadline="3s", hook_prefix=prefix)
         resumed = _kill_then_resume(env, bad, point)
         assert resumed.returncode == 20, f"{point}: resume should finish the rollback: {resumed}"
         env.wait_all_up()
@@ -589,7 +605,7 @@ def test_agent_killed_between_its_stop_hook_and_the_switch_recovers(
     lab: Callable[..., Lab],
 ) -> None:
     env = lab(hosts=4, bake="2s")
-    v1 = env.package("1.0.0", stop_hook=_KILL_AGENT_ONCE)
+    v1 = env.package("1.0.0", hook_prefix={"stop": _KILL_AGENT_ONCE})
     env.deploy(v1, check=True)
     env.wait_all_up()
     victim = env.fleet.hosts[0]
