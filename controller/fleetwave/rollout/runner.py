@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import traceback
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,15 +23,10 @@ from fleetwave.errors import EngineStalledError, FleetwaveError, JournalError, L
 from fleetwave.lb.base import LoadBalancer
 from fleetwave.observe.events import (
     AlarmsEvaluated,
-    AlarmStateChanged,
     DeploymentChanged,
     EventSink,
-    GateVerdict,
     HostsOutOfRotation,
-    HostsSummary,
     Note,
-    OverrideRecorded,
-    StageChanged,
 )
 from fleetwave.planning.model import Plan
 from fleetwave.rollout.engine import decide
@@ -40,6 +34,7 @@ from fleetwave.rollout.gates import BakeTarget, Gates
 from fleetwave.rollout.hoststeps import DEFAULT_STEP_RETRY, HostAction, HostSteps
 from fleetwave.rollout.journal import Journal
 from fleetwave.rollout.lease import LeaseKeeper
+from fleetwave.rollout.observing import state_events, trail_events
 from fleetwave.rollout.reconcile import reconcile
 from fleetwave.rollout.scheduler import finish_action
 from fleetwave.rollout.seams import Clock, DeploymentInfo, SystemClock, controller_id
@@ -54,7 +49,6 @@ from fleetwave.rollout.state import (
 )
 from fleetwave.rollout.types import (
     Action,
-    AlarmChanged,
     CheckBlockers,
     CheckGate,
     DeploymentStarted,
@@ -64,7 +58,6 @@ from fleetwave.rollout.types import (
     GateResult,
     HostFacts,
     InstallOnHost,
-    OverrideGranted,
     ProbeStage,
     Result,
     Resumed,
@@ -554,27 +547,8 @@ class Runner:
 
     def _observe_input(self, event: Event, now: float) -> None:
         """The decision trail in the event log: verdicts, alarm changes, overrides."""
-        dep = self.info.deployment_id
-        if isinstance(event, GateResult):
-            v = event.verdict
-            self._emit(
-                GateVerdict(dep, now, str(event.target), event.purpose, v.kind, v.reason, v.inputs)
-            )
-        elif isinstance(event, AlarmChanged):
-            self._emit(
-                AlarmStateChanged(
-                    dep,
-                    now,
-                    event.alarm,
-                    event.role.value,
-                    event.state.value,
-                    event.reason,
-                    event.evidence,
-                )
-            )
-        elif isinstance(event, OverrideGranted):
-            skip = tuple(sorted(t.value for t in event.skip))
-            self._emit(OverrideRecorded(dep, now, skip, event.reason, event.approver, event.by))
+        for observed in trail_events(self.info.deployment_id, event, now):
+            self._emit(observed)
 
     def _note(self, message: str) -> None:
         self._emit(Note(self.info.deployment_id, self.clock.now(), message))
@@ -583,17 +557,8 @@ class Runner:
         dep = self.info.deployment_id
         if new.phase is not old.phase and new.phase is not Phase.FINISHED:
             self.journal.set_state(dep, new.phase.value, now=now, reason=new.rollback_reason)
-            self._emit(DeploymentChanged(dep, now, new.phase.value, None, new.rollback_reason))
-        for sid, st in new.stages.items():
-            prev = old.stages[sid]
-            if st.phase is not prev.phase:
-                self._emit(StageChanged(dep, now, sid, st.phase.value))
-        if new.hosts is not old.hosts:
-            counts = Counter(h.phase.value for h in new.hosts.values())
-            self._emit(HostsSummary(dep, now, tuple(sorted(counts.items()))))
-            out = out_of_rotation(new)
-            if out != out_of_rotation(old):
-                self._emit(HostsOutOfRotation(dep, now, out))
+        for observed in state_events(dep, old, new, now):
+            self._emit(observed)
 
 
 __all__ = [
