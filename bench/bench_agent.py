@@ -1,6 +1,8 @@
-"""Agent benchmarks: local rollback time, and the exporter's cost when scraped every second.
+"""Agent benchmarks: local rollback time, the exporter's cost when scraped every second,
+and the CPU an ``rpc`` session costs to start.
 
-Run: ``python bench/bench_agent.py [--scrape-seconds 30] [--rollbacks 7]``
+Run: ``python bench/bench_agent.py [--scrape-seconds 30] [--rollbacks 7] [--startup-runs 21]
+[--agent-program PATH] [--only rollback|serve|startup]``
 
 1. Local rollback (switch + stop/start hooks, trivial hooks so the app's own start time
    is excluded), in-process and through the CLI: medians. Target < 1 s.
@@ -8,12 +10,19 @@ Run: ``python bench/bench_agent.py [--scrape-seconds 30] [--rollbacks 7]``
    lines a second (request metrics and log errors read from it, the app process found
    by pid file): RSS and CPU% of one core of the exporter process. Targets <= 60 MB
    and < 2%.
+3. ``fleetwave-agent rpc`` start-up: CPU (user + system, from ``RUSAGE_CHILDREN``) of
+   one session that reads the hello and answers one ``status``, median and min of
+   interleaved runs, next to ``python -c pass`` of the same interpreter. Target <= 40
+   ms. Give ``--agent-program`` the ``fleetwave-agent`` of a venv the wheel was
+   installed into (as hosts get it): an editable install adds its import finder to
+   every start (see docs/agent.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -149,15 +158,63 @@ def bench_serve(work: Path, seconds: int) -> None:
     )
 
 
+def _child_cpu_ms(cmd: list[str], data: bytes, env: dict[str, str]) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, input=data, capture_output=True, env=env, timeout=60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed: {proc.stderr.decode(errors='replace')[-500:]}")
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return used * 1000
+
+
+def bench_startup(work: Path, runs: int, program: Path | None) -> None:
+    private, public = generate_keypair(work, "startup")
+    del private
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWAVE_AGENT")}
+    if program is None:
+        agent = [sys.executable, "-m", "fleetwave_agent.cli"]
+        python = sys.executable
+        env["PYTHONPATH"] = str(AGENT_DIR)
+    else:
+        agent = [str(program)]
+        shebang = program.read_text(errors="replace").splitlines()[0]
+        python = shebang.removeprefix("#!").split()[0]
+    session = [*agent, "--root", str(work / "startup-root"), "--trust", str(public), "rpc"]
+    status = b'{"id": 1, "op": "status", "args": {}}\n'
+    _child_cpu_ms(session, status, env)  # the first run creates the root; not counted
+    rpc: list[float] = []
+    bare: list[float] = []
+    for _ in range(runs):  # interleaved, so load on the machine hits both alike
+        rpc.append(_child_cpu_ms(session, status, env))
+        bare.append(_child_cpu_ms([python, "-c", "pass"], b"", env))
+    med = statistics.median(rpc)
+    print(
+        f"`fleetwave-agent rpc` start, hello and one status: CPU median {med:.1f} ms "
+        f"(min {min(rpc):.1f}) over {runs} runs; `python -c pass`: median "
+        f"{statistics.median(bare):.1f} ms (min {min(bare):.1f})"
+    )
+    print(f"  target <= 40 ms: {'OK' if med <= 40 else 'OVER'} ({agent[0]})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rollbacks", type=int, default=7)
     parser.add_argument("--scrape-seconds", type=int, default=30)
+    parser.add_argument("--startup-runs", type=int, default=21)
+    parser.add_argument(
+        "--agent-program", type=Path, help="fleetwave-agent to time (default: this checkout)"
+    )
+    parser.add_argument("--only", choices=("rollback", "serve", "startup"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bench_rollback(work, args.rollbacks)
-        bench_serve(work, args.scrape_seconds)
+        if args.only in (None, "rollback"):
+            bench_rollback(work, args.rollbacks)
+        if args.only in (None, "serve"):
+            bench_serve(work, args.scrape_seconds)
+        if args.only in (None, "startup"):
+            bench_startup(work, args.startup_runs, args.agent_program)
         subprocess.run(["chmod", "-R", "u+w", tmp], check=False)  # releases are read-only
 
 

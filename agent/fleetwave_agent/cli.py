@@ -9,22 +9,29 @@ exit code (see ``errors.py``); ``--debug`` prints the traceback as well.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType, SimpleNamespace
 
 from fleetwave_agent import __version__
 from fleetwave_agent.errors import IntegrityError
 from fleetwave_core.clirun import run_command
 
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
 PROG = "fleetwave-agent"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The full command line (``rpc`` alone is parsed by :func:`rpc_fast_path`)."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog=PROG, description="fleetwave host agent: install, roll back and report releases."
     )
@@ -73,9 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_verify_installed)
 
-    p = sub.add_parser("gc", help="remove old releases beyond keep_releases")
+    p = sub.add_parser("gc", help="keep keep_releases releases, remove uploads already installed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_gc)
+
+    for command, verb in (("pin", "keep"), ("unpin", "stop keeping")):
+        p = sub.add_parser(command, help=f"{verb} an installed release whatever gc would do")
+        p.add_argument("version")
+        p.add_argument("--name", help="package name, when the root holds several")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=_pin, pinned=command == "pin")
 
     p = sub.add_parser("lease", help="show the host's lease (which deployment may change it)")
     p.add_argument(
@@ -167,8 +181,18 @@ def _status(args: argparse.Namespace) -> int:
         f"root       {data['root']}",
         _release_line("current", data["current"]),
         _release_line("previous", data["previous"]),
-        "releases   " + (", ".join(r["version"] for r in data["releases"]) or "-"),
     ]
+    for rel in data["releases"]:
+        pin = "  pinned" if rel["pinned"] else ""
+        lines.append(
+            f"release    {rel['name']} {rel['version']}  ({rel['package_id'][:12]})  "
+            f"{_size(rel['bytes'])}{pin}"
+        )
+    disk = data["disk_bytes"]
+    lines.append(
+        f"disk       releases {_size(disk['releases'])} ({len(data['releases'])} kept, "
+        f"keep_releases {data['keep_releases']}), uploads {_size(disk['uploads'])}"
+    )
     for bad in data["bad_releases"]:
         lines.append(
             f"bad        {bad['name']} {bad['version']}  ({bad['package_id'][:12]}): "
@@ -187,6 +211,17 @@ def _status(args: argparse.Namespace) -> int:
         lines.append(f"health     {check['name']}: {state} ({check['detail']})")
     _emit(args, data, "\n".join(lines))
     return 0
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def _lease_line(lease: dict[str, Any] | None) -> str:
@@ -232,8 +267,26 @@ def _verify_installed(args: argparse.Namespace) -> int:
 
 def _gc(args: argparse.Namespace) -> int:
     data = _agent(args).gc()
-    removed = [r["version"] for r in data["removed"]]
-    _emit(args, data, "removed " + ", ".join(removed) if removed else "nothing to remove")
+    removed = [f"{r['name']} {r['version']}" for r in data["removed"]]
+    removed += [f"upload {i[:12]}" for i in data["removed_uploads"]]
+    text = (
+        f"removed {', '.join(removed)}; freed {_size(data['freed_bytes'])}"
+        if removed
+        else "nothing to remove"
+    )
+    _emit(args, data, text)
+    return 0
+
+
+def _pin(args: argparse.Namespace) -> int:
+    data = _agent(args).pin(args.version, args.name, pinned=args.pinned)
+    rel = data["release"]
+    state = "pinned" if args.pinned else "unpinned"
+    _emit(
+        args,
+        data,
+        f"{rel['name']} {rel['version']} {state}" + ("" if data["changed"] else " (already)"),
+    )
     return 0
 
 
@@ -265,9 +318,79 @@ def _rpc(args: argparse.Namespace) -> int:
         return serve_stdio(RpcServer(_agent(args)), sys.stdin.buffer, out)
 
 
+#: Global options of ``rpc_fast_path``: name -> whether it repeats.
+_RPC_OPTIONS = {"--config": False, "--root": False, "--trust": True}
+
+
+def rpc_fast_path(argv: Sequence[str]) -> SimpleNamespace | None:
+    """``[--config F] [--root D] [--trust K]... [--debug] rpc``, parsed without argparse.
+
+    ``rpc`` starts once per host per deployment (the pinned deploy key runs it), and
+    argparse with what it imports (gettext, locale, shutil) is a good part of its
+    start-up. Only these exact spellings (``--opt VALUE`` or ``--opt=VALUE``) are taken
+    here; anything else (abbreviations, ``--help``, a value missing or starting with
+    ``-``) returns None, and argparse parses it, with its own errors.
+    """
+    if not argv or argv[-1] != "rpc":
+        return None
+    found: dict[str, Any] = {"config": None, "root": None, "trust": [], "debug": False}
+    rest = list(argv[:-1])
+    while rest:
+        word = rest.pop(0)
+        if word == "--debug":
+            found["debug"] = True
+            continue
+        name, eq, value = word.partition("=")
+        if name not in _RPC_OPTIONS:
+            return None
+        if not eq:
+            if not rest:
+                return None
+            value = rest.pop(0)
+        if not value or value.startswith("-"):
+            return None
+        key = name.removeprefix("--")
+        if _RPC_OPTIONS[name]:
+            found[key].append(Path(value))
+        else:
+            found[key] = Path(value)
+    return SimpleNamespace(command="rpc", func=_rpc, **found)
+
+
+class _DeferredInspect(ModuleType):
+    """Stands in for ``inspect`` until an attribute is used, then imports the real one
+    and forwards to it (``importlib.util.LazyLoader`` cannot do this on 3.11: the
+    ``import`` statement itself reads ``__spec__``, which loads a lazy module)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if sys.modules.get("inspect") is self:
+            del sys.modules["inspect"]
+        import importlib
+
+        return getattr(importlib.import_module("inspect"), attr)
+
+
+def defer_inspect() -> None:
+    """Defer ``import inspect`` in this process (the ``rpc`` path only).
+
+    ``dataclasses`` imports ``inspect`` (and with it ast, dis, tokenize, linecache:
+    ~10-20 ms of CPU) only to write a docstring for a class that has none; every
+    dataclass on the ``rpc`` path has one, so the real module is never needed there,
+    and is imported on first use if it ever is. ``tests/agent/test_startup.py`` checks
+    that it stays unloaded.
+    """
+    if "inspect" not in sys.modules:
+        sys.modules["inspect"] = _DeferredInspect("inspect")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fleetwave-agent`` console script."""
-    return run_command(PROG, build_parser().parse_args(argv))
+    args: Any = rpc_fast_path(sys.argv[1:] if argv is None else argv)
+    if args is not None:
+        defer_inspect()
+    else:
+        args = build_parser().parse_args(argv)
+    return run_command(PROG, args)
 
 
 if __name__ == "__main__":

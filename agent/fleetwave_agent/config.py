@@ -23,10 +23,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from fleetwave_core.durations import parse_duration
 from fleetwave_core.yamlsrc import YamlDocument, join_path
+
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_CONFIG_PATH = Path("/etc/fleetwave/agent.yaml")
 DEFAULT_ROOT = Path("/var/lib/fleetwave")
@@ -54,6 +57,8 @@ class StopFailurePolicy(enum.Enum):
 
 @dataclass(frozen=True)
 class ExporterConfig:
+    """Where ``serve`` listens and how often it probes health."""
+
     listen: str = "127.0.0.1"
     port: int = 9731
     health_interval_s: float = 15.0
@@ -75,14 +80,19 @@ class AccessLogSource:
     """Derive request metrics from an access log: named groups ``status``, ``duration``."""
 
     path: Path
-    format: re.Pattern[str] = re.compile(DEFAULT_ACCESS_LOG_FORMAT)
+    # Compiled when used, not at import: every `rpc` session imports this module.
+    format: re.Pattern[str] = field(default_factory=lambda: re.compile(DEFAULT_ACCESS_LOG_FORMAT))
     duration_unit: str = "s"  # or "ms"
 
 
 @dataclass(frozen=True)
 class LogErrorSource:
+    """An app log whose lines matching ``error_pattern`` count as errors."""
+
     path: Path
-    error_pattern: re.Pattern[str] = re.compile(r"\b(ERROR|CRITICAL|FATAL)\b")
+    error_pattern: re.Pattern[str] = field(
+        default_factory=lambda: re.compile(r"\b(ERROR|CRITICAL|FATAL)\b")
+    )
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,8 @@ class ProcessMatch:
 
 @dataclass(frozen=True)
 class AppConfig:
+    """Where the app's metrics, log and process are found."""
+
     metrics: PrometheusSource | AccessLogSource | None = None
     log: LogErrorSource | None = None
     process: ProcessMatch | None = None
@@ -102,10 +114,12 @@ class AppConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
+    """The agent's validated configuration (see docs/agent.md, Configuration)."""
+
     root: Path = DEFAULT_ROOT
     trusted_keys: tuple[Path, ...] = ()
     revoked_key_ids: tuple[str, ...] = ()
-    keep_releases: int = 5
+    keep_releases: int = 3
     limits: Mapping[str, int] = field(default_factory=dict)
     stop_failure: StopFailurePolicy = StopFailurePolicy.CONTINUE
     stop_timeout_s: float = 30.0

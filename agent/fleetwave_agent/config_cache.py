@@ -29,7 +29,6 @@ import re
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from fleetwave_agent.config import (
     AccessLogSource,
@@ -42,6 +41,10 @@ from fleetwave_agent.config import (
     StopFailurePolicy,
 )
 from fleetwave_core.fsutil import atomic_write
+
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Bumped whenever a field is added, so an older cache is rebuilt, never half-read.
 FORMAT = 2

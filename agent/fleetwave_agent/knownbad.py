@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fleetwave_agent.errors import StoreError
 from fleetwave_core.fsutil import atomic_write
+
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 _REASON_MAX = 500  # one line in status, not the whole hook output
 

@@ -22,18 +22,21 @@ Rules (pure functions below, the clock is injected):
 from __future__ import annotations
 
 import contextlib
-import datetime
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fleetwave_agent.errors import LeaseHeldError, LeaseLostError, StoreError
 from fleetwave_core.errors import UsageError
 from fleetwave_core.fsutil import atomic_write, fsync_dir
+
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The longest lease one call may ask for; a dead controller frees a host within it.
 MAX_TTL_S = 3600.0
@@ -42,12 +45,14 @@ _ID_MAX = 200
 
 def iso(ts: float) -> str:
     """``2026-01-02T03:04:05Z`` (UTC, whole seconds)."""
-    moment = datetime.datetime.fromtimestamp(int(ts), tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # time.gmtime, not datetime: datetime costs every agent session ~5 ms to import.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
 
 
 @dataclass(frozen=True)
 class Lease:
+    """The host's lease: which deployment may change it, until when."""
+
     deployment_id: str
     controller_id: str
     acquired_at: float

@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from fleetwave_agent.config import AgentConfig, StopFailurePolicy
 from fleetwave_agent.errors import (
@@ -47,7 +46,10 @@ from fleetwave_agent.recovery import Action, Phase
 from fleetwave_agent.store import Release, ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
 
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
+    from typing import Any
+
     from fleetwave_agent import health, hooks
     from fleetwave_agent.digests import PayloadDigest
     from fleetwave_agent.keys import Keyring
@@ -58,6 +60,7 @@ _PACKAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def release_summary(release: Release | None) -> dict[str, Any] | None:
+    """A release as the CLI's ``--json`` and the RPC results show it."""
     if release is None:
         return None
     return {
@@ -134,6 +137,11 @@ class Agent:
                 limits=self.limits,
                 payload_digest=self._received.get(package),
             )
+            if package == self.store.incoming_path(release.package_id):
+                # Installed releases are immutable and re-uploadable: the package file
+                # is no longer needed, whatever the rest of the install does.
+                self.store.drop_upload(release.package_id)
+                self._received.pop(package, None)
             self._transition(record, release)
         return record.to_dict()
 
@@ -205,12 +213,25 @@ class Agent:
         return candidate
 
     def gc(self, *, lease: str | None = None) -> dict[str, Any]:
-        """Remove releases beyond ``keep_releases`` (never current or previous)."""
+        """Keep ``keep_releases`` releases (always current, previous and pinned ones)
+        and remove uploaded package files already installed; see ``ReleaseStore.gc``."""
         with self.store.lock():
             self.lease.fence(lease, "gc")
             self._recover_locked()
-            removed = self.store.gc()
-        return {"removed": [release_summary(r) for r in removed]}
+            result = self.store.gc()
+        return {
+            "removed": [release_summary(r) for r in result.releases],
+            "removed_uploads": list(result.uploads),
+            "freed_bytes": result.freed_bytes,
+        }
+
+    def pin(self, version: str, name: str | None = None, *, pinned: bool = True) -> dict[str, Any]:
+        """Pin (or, ``pinned=False``, unpin) an installed release: gc never removes a
+        pinned one. Idempotent; ``changed`` says whether it did anything."""
+        with self.store.lock():
+            release = self.store.get(version, name)
+            changed = self.store.set_pinned(release, pinned)
+        return {"release": release_summary(release), "pinned": pinned, "changed": changed}
 
     # -- uploads -------------------------------------------------------------------
 
@@ -253,11 +274,25 @@ class Agent:
                         "detail": outcome.detail,
                     }
                 )
+        pinned = set(self.store.pins())
+        releases = []
+        for release in self.store.releases():
+            summary = release_summary(release) or {}
+            releases.append(
+                summary | {"bytes": release.size_bytes, "pinned": release.package_id in pinned}
+            )
+        uploads = [{"package_id": i, "bytes": size} for i, _, size in self.store.uploads()]
         return {
             "root": str(self.root),
             "current": release_summary(current),
             "previous": release_summary(self.store.previous()),
-            "releases": [release_summary(r) for r in self.store.releases()],
+            "releases": releases,
+            "uploads": uploads,
+            "disk_bytes": {
+                "releases": sum(r["bytes"] for r in releases),
+                "uploads": sum(u["bytes"] for u in uploads),
+            },
+            "keep_releases": self.store.keep,
             "bad_releases": [b.to_dict() for b in self.store.known_bad.all()],
             "lease": self.lease.status(),
             "last_operation": self.oplog.last(),

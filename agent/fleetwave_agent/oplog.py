@@ -16,9 +16,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fleetwave_core.fsutil import atomic_write
+
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 KEEP_OPERATION_DIRS = 20
 

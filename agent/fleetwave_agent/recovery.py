@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Phase(enum.Enum):
@@ -32,6 +35,8 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True)
 class Plan:
+    """What recovery does for an interrupted operation."""
+
     action: Action
     why: str
     undo_to: str | None = None  # package id, for Action.UNDO

@@ -20,7 +20,9 @@ Operations and their arguments -> results:
 ``rollback``           ``{force?: bool, lease?}``        the operation record
 ``status``             ``{probe_health?: bool}``         see ``Agent.status``
 ``verify_installed``   ``{}``                            ``{"version", "ok", "drift"}``
-``gc``                 ``{lease?}``                      ``{"removed": [...]}``
+``gc``                 ``{lease?}``                      ``{"removed", "removed_uploads",
+                                                         "freed_bytes"}``
+``pin``                ``{version, name?, pinned?}``     ``{"release", "pinned", "changed"}``
 ``lease_acquire``      ``{deployment_id,                 ``{"lease", "resumed", "replaced"}``
                        controller_id, ttl_s}``
 ``lease_renew``        ``{deployment_id, ttl_s}``        ``{"lease"}``
@@ -41,7 +43,6 @@ code; a self-rollback is the error ``RolledBackError`` (the record is in ``statu
 from __future__ import annotations
 
 import sys
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from fleetwave_agent import __version__
 from fleetwave_agent.errors import RpcProtocolError
@@ -57,7 +58,10 @@ from fleetwave_agent.rpc_protocol import (
 from fleetwave_core.errors import FleetwaveError, LockedError, UsageError
 from fleetwave_core.exitcodes import ExitCode
 
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
+    from typing import IO, Any, BinaryIO
+
     from fleetwave_agent.operations import Agent
 
 
@@ -139,6 +143,11 @@ class RpcServer:
             return self.ops.verify_installed()
         if op == "gc":
             return self.ops.gc(lease=lease)
+        if op == "pin":  # argument types were checked by check_args
+            pinned = args.get("pinned")
+            return self.ops.pin(
+                args["version"], args.get("name"), pinned=True if pinned is None else pinned
+            )
         if op == "lease_acquire":
             return self.ops.lease.acquire(
                 args.get("deployment_id"), args.get("controller_id"), args.get("ttl_s")

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
 
 from fleetwave_agent.errors import RpcProtocolError
+
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
+if TYPE_CHECKING:
+    from typing import Any, TypeGuard
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 1 << 20  # 1 MiB: status and metrics snapshots fit many times over
@@ -39,6 +42,7 @@ OPERATIONS = frozenset(
         "status",
         "verify_installed",
         "gc",
+        "pin",
         "metrics",
         "snapshot",
         "ping",
@@ -62,6 +66,7 @@ ARGUMENTS: dict[str, dict[str, tuple[type | None, ...]]] = {
     "status": {"probe_health": (bool, None)},
     "verify_installed": {},
     "gc": {"lease": (str, None)},
+    "pin": {"version": (str,), "name": (str, None), "pinned": (bool, None)},
     "metrics": {},
     "snapshot": {},
     "ping": {},
@@ -77,6 +82,8 @@ MAX_STR = 4096
 
 @dataclass(frozen=True)
 class Request:
+    """One request: its id, the operation and its arguments."""
+
     id: int
     op: str
     args: dict[str, Any] = field(default_factory=dict)
@@ -84,6 +91,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Response:
+    """The answer to one request: a result, or an error's type, message and exit code."""
+
     id: int
     ok: bool
     result: dict[str, Any] = field(default_factory=dict)

@@ -14,6 +14,7 @@ Layout under the store root (all names are part of the on-disk contract)::
     state/history.json                     releases that were current, oldest first
     state/journal.json                     the operation in progress, if any
     state/bad.json                         releases that failed (see knownbad.py)
+    state/pins.json                        package ids of pinned releases (gc keeps them)
 
 Crash safety: staging first writes ``journal.json`` (temp file, fsync, rename,
 directory fsync), and every step is atomic or idempotent. ``current``
@@ -44,11 +45,9 @@ import fcntl
 import json
 import os
 import re
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from fleetwave_agent.errors import (
     ImmutableVersionError,
@@ -61,7 +60,10 @@ from fleetwave_agent.tree import drift, remove_tree, seal_dirs
 from fleetwave_core.errors import LockedError
 from fleetwave_core.fsutil import TMP_PREFIX, atomic_write, fsync_dir
 
+TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
+    from typing import Any
+
     from fleetwave_agent.digests import PayloadDigest
     from fleetwave_agent.keys import Keyring
     from fleetwave_agent.manifest import Manifest
@@ -95,16 +97,32 @@ class Release:
     path: Path
     manifest: Manifest
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of its files (apparent size, from the manifest: no tree walk)."""
+        return sum(f.size for f in self.manifest.files)
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """What :meth:`ReleaseStore.gc` removed, and the bytes that freed (apparent size)."""
+
+    releases: tuple[Release, ...]
+    uploads: tuple[str, ...]  # package ids whose uploaded file was removed
+    freed_bytes: int
+
 
 def _crash_point(step: str) -> None:
     if os.environ.get(CRASH_ENV) == step:
+        import signal  # tests only: not on every session's start-up path
+
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ReleaseStore:
     """Installs verified packages as read-only releases and switches ``current``."""
 
-    def __init__(self, root: Path, *, keep: int = 5) -> None:
+    def __init__(self, root: Path, *, keep: int = 3) -> None:
         if keep < 2:
             raise StoreError(f"keep must be at least 2 (current and previous), got {keep}")
         self.root = Path(root)
@@ -117,6 +135,7 @@ class ReleaseStore:
         self._journal = self.state_dir / "journal.json"
         self._ledger = self.state_dir / "ledger.json"
         self._history = self.state_dir / "history.json"
+        self._pins = self.state_dir / "pins.json"
         self.known_bad = KnownBad(self.state_dir / "bad.json")
         try:
             for directory in (
@@ -365,24 +384,90 @@ class ReleaseStore:
         _crash_point("switch:recorded")
         return old
 
-    def gc(self) -> list[Release]:
-        """Remove all but the newest ``keep`` releases; never current or previous."""
+    def gc(self) -> GcResult:
+        """Keep ``keep`` releases, remove the others, and drop uploads already installed.
+
+        The kept ones are the current, the previous (last good) and every pinned
+        release, whatever their number, then the most recently installed others until
+        ``keep`` are kept. An uploaded package file (``incoming/``) whose release is
+        installed is removed: the release is immutable and the package can be uploaded
+        again. Uploads not installed yet (a package on its way) are left alone.
+        """
         releases = self.releases()
+        pinned = set(self.pins())
         protected = {r.path for r in (self.current(), self.previous()) if r is not None}
-        removable = [r for r in releases[: max(0, len(releases) - self.keep)]]
+        protected |= {r.path for r in releases if r.package_id in pinned}
+        room = max(0, self.keep - len(protected))
         removed: list[Release] = []
-        for release in removable:
+        for release in reversed(releases):  # newest install first
             if release.path in protected:
+                continue
+            if room > 0:
+                room -= 1
                 continue
             # The sidecar goes first: from then on the release is incomplete and
             # recover() finishes the removal if we crash half-way.
             _sidecar(release.path).unlink()
             fsync_dir(release.path.parent)
             remove_tree(release.path)
-            with contextlib.suppress(FileNotFoundError):
-                self.incoming_path(release.package_id).unlink()
             removed.append(release)
-        return removed
+        removed.reverse()
+        freed = sum(r.size_bytes for r in removed)
+        installed = {r.package_id for r in releases}
+        uploads: list[str] = []
+        for package_id, path, size in self.uploads():
+            if package_id in installed:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    uploads.append(package_id)
+                    freed += size
+        if uploads:
+            fsync_dir(self.incoming_dir)
+        return GcResult(tuple(removed), tuple(uploads), freed)
+
+    def drop_upload(self, package_id: str) -> bool:
+        """Remove the uploaded file of ``package_id``; True if there was one."""
+        try:
+            self.incoming_path(package_id).unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"{self.incoming_dir}: cannot remove an upload: {exc}") from None
+        fsync_dir(self.incoming_dir)
+        return True
+
+    def uploads(self) -> list[tuple[str, Path, int]]:
+        """Uploaded package files: (package id, path, size in bytes), by id."""
+        found: list[tuple[str, Path, int]] = []
+        for entry in sorted(self._listdir(self.incoming_dir)):
+            package_id = entry.removesuffix(".fwpkg")
+            if entry.endswith(".fwpkg") and _PACKAGE_ID_RE.fullmatch(package_id):
+                path = self.incoming_dir / entry
+                try:
+                    found.append((package_id, path, path.stat().st_size))
+                except FileNotFoundError:
+                    continue
+        return found
+
+    # ------------------------------------------------------------------ pins
+
+    def pins(self) -> list[str]:
+        """Package ids of pinned releases (gc never removes them), sorted."""
+        data = self._read_json(self._pins, [])
+        if not isinstance(data, list) or not all(
+            isinstance(x, str) and _PACKAGE_ID_RE.fullmatch(x) for x in data
+        ):
+            raise StoreError(f"{self._pins}: not a list of package ids")
+        return sorted(data)
+
+    def set_pinned(self, release: Release, pinned: bool) -> bool:
+        """Pin or unpin ``release``; True if that changed anything."""
+        pins = set(self.pins())
+        if (release.package_id in pins) == pinned:
+            return False
+        pins.symmetric_difference_update({release.package_id})
+        self._write_json(self._pins, sorted(pins))
+        return True
 
     def recover(self) -> list[str]:
         """Finish or undo the journaled operation, then clear staging and leftovers.

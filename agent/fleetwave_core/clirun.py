@@ -7,11 +7,14 @@ writable, a full disk) print one line too; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from fleetwave_core.errors import FleetwaveError
 from fleetwave_core.exitcodes import ExitCode
+
+TYPE_CHECKING = False  # argparse is not imported here: `fleetwave-agent rpc` skips it
+if TYPE_CHECKING:
+    import argparse
 
 
 def run_command(prog: str, args: argparse.Namespace) -> int:

@@ -31,7 +31,11 @@ exporter:
   port: 9731
 app:
   metrics:
-    prometheus: http://127.0.0.1:8080/metrics   # the demo app's own endpoint
+    prometheus:                 # the demo app's own endpoint and metric names
+      url: http://127.0.0.1:8080/metrics
+      requests_metric: demo_http_requests_total
+      duration_metric: demo_http_request_duration_seconds
+      status_label: code
   process: {pid_file: /var/lib/fleetwave/run/demo-app.pid}
 YAML
 

@@ -172,3 +172,24 @@ def test_trust_is_repeatable_for_a_key_rotation(
         assert proc.returncode == 0, proc.stderr
     refused = run("--root", root, "--trust", new_pub, "install", make_package("2"))
     assert refused.returncode == IntegrityError.exit_code
+
+
+def test_pin_gc_and_disk_in_status(
+    tmp_path: Path, make_package: PackageBuilder, keypair: tuple[Path, Path]
+) -> None:
+    root, pub = tmp_path / "root", keypair[1]
+    for version in ("1", "2", "3", "4"):
+        assert run_root(root, pub, "install", make_package(version)).returncode == 0
+    proc = run_root(root, pub, "pin", "1")
+    assert (proc.returncode, proc.stdout.strip()) == (0, "app 1 pinned")
+    proc = run_root(root, pub, "gc")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("removed app 2; freed ")
+    text = run_root(root, pub, "status", "--no-health").stdout
+    assert "release    app 1  (" in text
+    assert text.splitlines()[3].endswith("pinned")
+    assert "disk       releases " in text
+    assert "(3 kept, keep_releases 3), uploads 0 B" in text
+    proc = run_root(root, pub, "unpin", "9")
+    assert proc.returncode == ReleaseNotFoundError.exit_code
+    assert "no installed release version 9" in _one_error_line(proc)

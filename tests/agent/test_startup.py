@@ -44,6 +44,17 @@ NEVER_ON_RPC_START = {
     "logging",
     "uuid",
     "ctypes",
+    # The start-up work of issue 11 (docs/agent.md, Start-up cost):
+    "argparse",  # `rpc` is parsed by cli.rpc_fast_path
+    "gettext",  # (argparse's)
+    "locale",
+    "shutil",  # (argparse's help formatter)
+    "typing",  # annotations only, behind TYPE_CHECKING = False
+    "datetime",  # lease expiry is formatted with time.gmtime
+    "signal",  # only for the test crash points
+    "ast",  # inspect's, deferred by cli.defer_inspect (dataclasses would import it)
+    "dis",
+    "tokenize",
 }
 
 
@@ -83,6 +94,61 @@ def loaded(modules: set[str], top: set[str]) -> set[str]:
 def test_hello_only_imports_nothing_heavy(tmp_path: Path, keypair: tuple[Path, Path]) -> None:
     _, modules = run_session(["--root", str(tmp_path / "root"), "--trust", str(keypair[1])], [])
     assert loaded(modules, NEVER_ON_RPC_START) == set()
+
+
+def test_hello_and_status_import_nothing_heavy(tmp_path: Path, keypair: tuple[Path, Path]) -> None:
+    responses, modules = run_session(
+        ["--root", str(tmp_path / "root"), "--trust", str(keypair[1])], [("status", {})]
+    )
+    assert responses[0]["ok"], responses
+    assert loaded(modules, NEVER_ON_RPC_START) == set()
+
+
+def test_inspect_is_a_stand_in_that_loads_on_first_use() -> None:
+    probe = (
+        "import sys; from fleetwave_agent import cli; cli.defer_inspect();"
+        "import dataclasses, inspect; assert 'ast' not in sys.modules;"
+        "print(inspect.signature(len)); assert 'ast' in sys.modules;"
+        "print(sys.modules['inspect'] is not inspect)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=agent_env(),
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["(obj, /)", "True"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rpc"],
+        ["--root", "/r", "rpc"],
+        ["--root=/r", "--trust", "/a", "--trust=/b", "--config", "/c.yaml", "--debug", "rpc"],
+    ],
+)
+def test_rpc_fast_path_parses_as_argparse_does(argv: list[str]) -> None:
+    from fleetwave_agent import cli
+
+    fast = cli.rpc_fast_path(argv)
+    assert fast is not None
+    full = cli.build_parser().parse_args(argv)
+    for key in ("config", "root", "trust", "debug", "command", "func"):
+        assert getattr(fast, key) == getattr(full, key), key
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help", "rpc"], ["--roo", "/r", "rpc"], ["--root", "rpc"], ["status"], ["rpc", "x"]],
+)
+def test_anything_else_goes_to_argparse(argv: list[str]) -> None:
+    from fleetwave_agent import cli
+
+    assert cli.rpc_fast_path(argv) is None
 
 
 def test_config_file_is_parsed_once_then_served_from_cache(

@@ -116,6 +116,7 @@ def test_install_is_idempotent_and_pins_the_key(tmp_path, sshd, wheel):
         authorized_keys=PurePosixPath(auth),
         pip_args=("--no-index", "--no-deps"),
         system_site_packages=True,
+        resident=False,  # session mode; resident mode: test_bootstrap_installed.py
     )
     access = AdminAccess(user="root", identity=admin_key, known_hosts=known)
     host = HostRef("h1", "127.0.0.1", "r", "a", ssh_port=port)
@@ -127,7 +128,10 @@ def test_install_is_idempotent_and_pins_the_key(tmp_path, sshd, wheel):
     assert f"{host_dir}/etc/keys/signer.pub" in (host_dir / "etc/agent.yaml").read_text()
     lines = auth.read_text().splitlines()
     assert lines[0] == "ssh-rsa AAAAkeepme admin"
-    assert lines[1].startswith(f'command="{host_dir}/opt/venv/bin/fleetwave-agent rpc",restrict ')
+    assert lines[1].startswith(
+        f'command="{host_dir}/opt/venv/bin/fleetwave-agent --config {host_dir}/etc/agent.yaml rpc",'
+        "restrict "
+    )
     assert lines[1].endswith(AUTHORIZED_KEY_MARK)
 
     second = install_agent([host], options, access)

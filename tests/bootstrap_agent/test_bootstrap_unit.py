@@ -33,6 +33,7 @@ def options(tmp_path: Path, **changes: object) -> BootstrapOptions:
         local_trusted_keys=(trust,),
         deploy_public_key=KEY,
         authorized_keys=PurePosixPath("/home/fw/.ssh/authorized_keys"),
+        resident=False,  # session mode unless a test asks for resident
     )
     from dataclasses import replace
 
@@ -44,6 +45,19 @@ def test_pinned_line_restricts_the_key_to_the_agent(tmp_path):
     assert line.startswith('command="/opt/fleetwave-agent/venv/bin/fleetwave-agent rpc",restrict ')
     assert line.endswith(AUTHORIZED_KEY_MARK)
     assert "deployer@ci" not in line
+
+
+def test_pinned_command_keeps_a_config_not_at_the_default_path(tmp_path):
+    opts = options(tmp_path, config_path=PurePosixPath("/srv/fw/agent.yaml"))
+    assert pinned_key_line(opts).startswith(
+        'command="/opt/fleetwave-agent/venv/bin/fleetwave-agent --config /srv/fw/agent.yaml rpc",'
+    )
+    odd = options(tmp_path, config_path=PurePosixPath("/srv/my fw/agent.yaml"))
+    assert odd.rpc_command().endswith("--config '/srv/my fw/agent.yaml' rpc")
+
+
+def test_resident_is_the_default():
+    assert BootstrapOptions(local_wheel=None, local_trusted_keys=(), deploy_public_key="").resident
 
 
 @pytest.mark.parametrize(
@@ -103,16 +117,21 @@ def test_report_lines():
     assert HostResult("c", HostStatus.FAILED, message="boom").line() == "c: failed: boom"
 
 
-def test_resident_pins_the_socat_relay_and_names_the_socket(tmp_path):
+def test_resident_pins_the_relay_and_names_the_socket(tmp_path):
     opts = options(tmp_path, resident=True, agent_root=PurePosixPath("/srv/fw"))
     line = pinned_key_line(opts)
-    assert line.startswith('command="socat STDIO UNIX-CONNECT:/srv/fw/rpc.sock",restrict ')
+    assert line.startswith('command="/opt/fleetwave-agent/relay",restrict ')
     assert "rpc_socket: /srv/fw/rpc.sock\n" in render_agent_config(opts)
     custom = options(tmp_path, resident=True, rpc_socket=PurePosixPath("/run/fw/a.sock"))
-    assert custom.relay_command() == "socat STDIO UNIX-CONNECT:/run/fw/a.sock"
     assert custom.serve_command().endswith("serve --rpc-socket /run/fw/a.sock")
 
 
-def test_resident_without_the_dropin_fails_before_any_host(tmp_path):
-    with pytest.raises(ConfigError, match="needs the drop-in"):
-        desired_state(options(tmp_path, resident=True), "")
+def test_resident_ships_relay_supervisor_and_packaged_dropin(tmp_path):
+    desired = desired_state(options(tmp_path, resident=True), "")
+    assert {
+        "/opt/fleetwave-agent/relay",
+        "/opt/fleetwave-agent/supervise",
+        "/etc/systemd/system/fleetwave-agent.service.d/resident.conf",
+    } <= set(desired.files)
+    dropin = desired.files["/etc/systemd/system/fleetwave-agent.service.d/resident.conf"]
+    assert b"serve --rpc-socket /var/lib/fleetwave/rpc.sock" in dropin

@@ -88,3 +88,20 @@ def test_lab_pipeline_plans_every_vm() -> None:
     plan = plan_pipeline(pipeline, pipeline.topology, datetime(2026, 1, 5, 12, tzinfo=UTC))
     hosts = [h.name for w in plan.waves for r in w.regions for s in r.stages for h in s.hosts]
     assert sorted(hosts) == [f"app{i}" for i in range(1, 7)]
+
+
+def test_app_vm_agent_config_reads_the_demo_apps_metrics(tmp_path: Path) -> None:
+    """The agent.yaml app.sh writes loads, and counts the demo app's own request metric
+    (with the default name the lab's bakes and alarms would see no data at all)."""
+    from fleetwave_agent.config import load_config_file
+
+    script = (SCRIPTS / "app.sh").read_text(encoding="utf-8")
+    body = re.search(r"<<YAML\n(.*?)\nYAML\n", script, re.S)
+    assert body is not None, "app.sh no longer writes agent.yaml with a heredoc"
+    text = body.group(1).replace("$name", "app1").replace("$az", "az1").replace("$cell", "c1")
+    config_file = tmp_path / "agent.yaml"
+    config_file.write_text(text.replace("$ip", "10.0.0.1"), encoding="utf-8")
+    source = load_config_file(config_file).app.metrics
+    demo_app = (REPO / "examples" / "demo-app" / "app" / "demo_app.py").read_text()
+    assert getattr(source, "requests_metric", None) == "demo_http_requests_total"
+    assert "demo_http_requests_total" in demo_app

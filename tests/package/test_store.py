@@ -95,13 +95,14 @@ def test_get_finds_by_version_and_name(tmp_path: Path, keys: Keys, build) -> Non
 
 
 def test_gc_keeps_newest_and_never_current_or_previous(tmp_path: Path, keys: Keys, build) -> None:
-    store = ReleaseStore(tmp_path / "root", keep=2)
+    store = ReleaseStore(tmp_path / "root", keep=3)
     releases = [store.stage(build(f"{i}.0"), keys.keyring, now=NOW) for i in range(1, 6)]
     store.switch(releases[0])
     store.switch(releases[1])  # current 2.0, previous 1.0: both old, both protected
-    removed = store.gc()
-    assert [r.version for r in removed] == ["3.0"]
-    assert [r.version for r in store.releases()] == ["1.0", "2.0", "4.0", "5.0"]
+    removed = store.gc().releases
+    # Three kept: current and previous, then the newest other one.
+    assert [r.version for r in removed] == ["3.0", "4.0"]
+    assert [r.version for r in store.releases()] == ["1.0", "2.0", "5.0"]
     assert not releases[2].path.exists()
     # the ledger survives gc: the version is still bound to its digest
     assert store.stage(build("3.0"), keys.keyring, now=NOW).package_id == releases[2].package_id

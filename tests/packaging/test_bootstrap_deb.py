@@ -85,9 +85,21 @@ class FakeHost:
     puts: list[str] = field(default_factory=list)
     programs: set[str] = field(default_factory=lambda: {"socat", "apt-get"})
     dirs: set[str] = field(default_factory=lambda: {"/var/lib/fleetwave"})
+    python: str = "3.11"  # what the host's python3 reports
+    sudo: Result = field(default_factory=Result)  # what `sudo -n true` answers
+    supervisor: bool = False  # the no-systemd supervisor is running
 
     def run(self, command: str, **_: Any) -> Result:
         self.commands.append(command)
+        if command == "sudo -n true":
+            return self.sudo
+        command = command.removeprefix("sudo -n ")  # answered the same, as root
+        if "sys.version_info" in command:
+            ok = tuple(map(int, self.python.split("."))) >= (3, 11) if self.python else False
+            return Result(f"{self.python}\n" if self.python else "", exited=0 if ok else 1)
+        if command.startswith("su -s /bin/sh") and "supervise" in command:
+            was, self.supervisor = self.supervisor, True
+            return Result("running\n" if was else "started\n")
         if "command -v" in command:
             return Result("".join(f"{p}\n" for p in sorted(self.programs)))
         if "apt-get install" in command and command.endswith(" socat"):
@@ -148,6 +160,7 @@ def options(tmp_path: Path, **changes: Any) -> BootstrapOptions:
         local_deb=fake_deb(tmp_path / "fleetwave-agent_0.1.0_all.deb"),
         local_trusted_keys=(trust,),
         deploy_public_key=KEY,
+        resident=False,  # session mode here; resident mode is test_resident's
     )
     from dataclasses import replace
 

@@ -26,7 +26,7 @@ PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 DROPIN = PACKAGING / "resident.conf"
 UNIT = PACKAGING / "fleetwave-agent.service"
 SOCK = "/var/lib/fleetwave/rpc.sock"
-RELAY = f"socat STDIO UNIX-CONNECT:{SOCK}"
+RELAY = "/opt/fleetwave-agent/relay"
 DROPIN_PATH = str(DEFAULT_DROPIN_PATH)
 
 #: Main-unit settings the drop-in keeps, and why: same user as session mode (the
@@ -134,6 +134,11 @@ def test_deb_resident_on_systemd_pins_the_relay_and_installs_the_dropin(tmp_path
     auth = host.files["/var/lib/fleetwave/.ssh/authorized_keys"].decode()
     assert auth.startswith(f'command="{RELAY}",restrict ssh-ed25519 ')
     assert "fleetwave-agent rpc" not in auth
+    relay = host.files[RELAY].decode()
+    assert f"sock={SOCK}\n" in relay
+    assert relay.endswith("exec /usr/bin/fleetwave-agent rpc\n")  # the default config
+    assert any("chmod 755 " in c and c.endswith(f" {RELAY}'") for c in host.commands)
+    assert "/opt/fleetwave-agent/supervise" not in host.files  # systemd runs it
     assert f"rpc_socket: {SOCK}".encode() in host.files["/etc/fleetwave/agent.yaml"]
     dropin = host.files[DROPIN_PATH].decode()
     assert (
@@ -164,7 +169,7 @@ def test_deb_path_installs_missing_socat_with_apt_first(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("programs", "deb"), [({"apt-get"}, False), (set(), True)], ids=["wheel", "deb-no-apt"]
 )
-def test_missing_socat_fails_the_host_before_any_change(
+def test_missing_socat_installs_anyway_and_says_sessions_start_the_agent(
     tmp_path: Path, programs: set[str], deb: bool
 ) -> None:
     changes: dict[str, Any] = {}
@@ -172,18 +177,15 @@ def test_missing_socat_fails_the_host_before_any_change(
         wheel = tmp_path / "fleetwave-0.1.0-py3-none-any.whl"
         wheel.write_bytes(b"wheel")
         changes = {"local_deb": None, "local_wheel": wheel}
-    host = FakeHost(packages={n: "1" for n in DEPS}, programs=programs)
+    host = FakeHost(packages={n: "1" for n in DEPS}, programs=programs, systemd=True)
     result = install(host, resident(tmp_path, **changes))
-    assert result.status is HostStatus.FAILED
-    assert result.line() == (
-        "h1: failed: socat is not installed (resident mode relays SSH sessions with it): "
-        "install the socat package, or drop --resident"
-    )
-    assert len(host.commands) == 1  # only the probe
-    assert host.files == {}
+    assert result.status is HostStatus.CHANGED, result.line()
+    assert "socat is not installed: the relay starts the agent in each session" in result.message
+    assert not [c for c in host.commands if c.endswith(" socat")]  # nothing to install it with
+    assert RELAY in host.files
 
 
-def test_wheel_resident_without_systemd_says_how_to_start_it(tmp_path: Path) -> None:
+def test_wheel_resident_without_systemd_starts_the_supervisor(tmp_path: Path) -> None:
     wheel = tmp_path / "fleetwave-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"wheel")
     opts = resident(
@@ -199,15 +201,23 @@ def test_wheel_resident_without_systemd_says_how_to_start_it(tmp_path: Path) -> 
     assert "/srv/fw" in result.changes  # the socket's directory, for the deploy user
     assert any("install -d -m 0750 -o fleetwave -g fleetwave /srv/fw" in c for c in host.commands)
     assert DROPIN_PATH not in host.files  # no systemd: no drop-in
-    assert result.message == (
-        "no systemd on this host: start the resident agent with "
-        "`/opt/fleetwave-agent/venv/bin/fleetwave-agent --config /etc/fleetwave/agent.yaml "
-        "serve --rpc-socket /srv/fw/rpc.sock` as fleetwave under your init system"
+    supervise = host.files["/opt/fleetwave-agent/supervise"].decode()
+    assert (
+        "/opt/fleetwave-agent/venv/bin/fleetwave-agent --config /etc/fleetwave/agent.yaml "
+        "serve --rpc-socket /srv/fw/rpc.sock &" in supervise
+    )
+    [start] = [c for c in host.commands if c.startswith("su -s /bin/sh fleetwave -c ")]
+    assert "setsid nohup /bin/sh /opt/fleetwave-agent/supervise" in start
+    assert result.message.startswith(
+        "no systemd: started the resident agent under /opt/fleetwave-agent/supervise"
     )
     auth = host.files["/var/lib/fleetwave/.ssh/authorized_keys"].decode()
-    assert auth.startswith('command="socat STDIO UNIX-CONNECT:/srv/fw/rpc.sock",restrict ')
+    assert auth.startswith(f'command="{RELAY}",restrict ')
+    assert "sock=/srv/fw/rpc.sock\n" in host.files[RELAY].decode()
     host.commands.clear()
-    assert install(host, opts).status is HostStatus.OK
+    again = install(host, opts)
+    assert again.status is HostStatus.OK, again.line()
+    assert again.message == "no systemd: the resident agent runs under its supervisor"
 
 
 def test_wheel_resident_on_systemd_reloads_and_restarts(tmp_path: Path) -> None:
@@ -228,11 +238,11 @@ def test_wheel_resident_on_systemd_reloads_and_restarts(tmp_path: Path) -> None:
     ]
 
 
-def test_cli_rpc_socket_needs_resident(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rpc_socket_does_not_apply_to_session(capsys: pytest.CaptureFixture[str]) -> None:
     from fleetwave.cli import main
 
     argv = ["agent", "install", "-f", "/nonexistent.yaml", "--trust", "k", "--rpc-socket", "/s"]
-    assert main(argv) != 0
+    assert main([*argv, "--session"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert "--rpc-socket only applies with --resident" in err[0]
+    assert "--rpc-socket does not apply with --session" in err[0]

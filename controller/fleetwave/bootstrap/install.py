@@ -13,12 +13,17 @@ Per host, idempotently:
 4. the systemd unit, enabled and started where systemd runs (the Debian package ships
    and enables its own unit; bootstrap restarts it after changing the config).
 
-With ``resident`` (resident mode, ``docs/agent.md``) the agent config also names an RPC
-socket (``rpc_socket``, by default ``<agent root>/rpc.sock``), the deploy key is pinned
-to ``command="socat STDIO UNIX-CONNECT:<socket>",restrict`` instead, ``socat`` must be on
-the host (installed with apt-get on the Debian-package path when apt is there), and the
-drop-in ``packaging/resident.conf`` is installed next to the unit where systemd runs
-(those steps are in :mod:`fleetwave.bootstrap.resident`).
+With ``resident`` (the default; resident mode, ``docs/agent.md``) the agent config also
+names an RPC socket (``rpc_socket``, by default ``<agent root>/rpc.sock``), the deploy
+key is pinned to the relay script instead (:mod:`fleetwave.bootstrap.relay`: ``socat``
+to the socket while the daemon serves it, else ``fleetwave-agent rpc`` in the session),
+``socat`` is installed with apt-get on the Debian-package path when apt is there (a host
+without it still works, in session mode), and the drop-in ``packaging/resident.conf``
+is installed next to the unit where systemd runs; elsewhere a supervisor loop runs
+``serve`` (those steps are in :mod:`fleetwave.bootstrap.resident`).
+
+Before anything changes, a preflight names the real cause of what would fail: an admin
+login without passwordless sudo, no Python 3.11 for the venv, a missing deploy user.
 
 The pure part (what each file should contain, what differs) is separate from the
 Fabric part (read the host's state, apply only what differs), so a second run
@@ -38,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fleetwave.bootstrap.deb import DebInfo, install_deb, read_deb_info
+from fleetwave.bootstrap.dist import packaged_file
 from fleetwave.bootstrap.options import (
     DEB_AGENT,
     DEB_UNIT,
@@ -46,6 +52,12 @@ from fleetwave.bootstrap.options import (
     HostResult,
     HostStatus,
     read_local,
+)
+from fleetwave.bootstrap.relay import (
+    render_relay,
+    render_supervisor,
+    supervisor_restart_command,
+    supervisor_start_command,
 )
 from fleetwave.bootstrap.remote import run
 from fleetwave.bootstrap.resident import (
@@ -130,10 +142,11 @@ def desired_state(options: BootstrapOptions, authorized_keys_now: str) -> Desire
     elif options.local_wheel is None:
         raise ConfigError("give the agent as a wheel or as a Debian package")
     if options.resident:
-        if options.local_dropin is None:
-            raise ConfigError("resident mode needs the drop-in (packaging/resident.conf)")
-        template = read_local(options.local_dropin, "resident drop-in").decode()
+        dropin = options.local_dropin or packaged_file("resident.conf")
+        template = read_local(dropin, "resident drop-in").decode()
         files[str(options.dropin_path)] = render_resident_dropin(options, template).encode()
+        files[str(options.relay_file())] = render_relay(options).encode()
+        files[str(options.supervisor_file())] = render_supervisor(options).encode()
     if options.local_unit is not None:
         unit = read_local(options.local_unit, "systemd unit").decode()
         unit = unit.replace("/opt/fleetwave-agent/venv", str(options.venv))
@@ -215,13 +228,66 @@ def open_connection(host: HostRef, access: AdminAccess) -> Any:
     return conn
 
 
+#: Files that must be executable on the host (the others are 0644, authorized_keys 0600).
+def _mode(options: BootstrapOptions, path: str, auth_path: PurePosixPath) -> str:
+    if path == str(auth_path):
+        return "600"
+    if options.resident and path in (str(options.relay_file()), str(options.supervisor_file())):
+        return "755"
+    return "644"
+
+
+def preflight(conn: Any, options: BootstrapOptions, sudo: bool) -> None:
+    """Fail with the real cause before anything changes: no sudo, no Python 3.11."""
+    if sudo:
+        result = conn.run("sudo -n true", hide=True, warn=True, in_stream=False)
+        if result.exited != 0:
+            detail = ((result.stderr or result.stdout).strip().splitlines() or [""])[-1]
+            if result.exited == 127 or "not found" in detail:
+                why = "sudo is not installed"
+            else:
+                why = f"sudo -n true failed: {detail or f'exit {result.exited}'}"
+            raise RuntimeError(
+                f"admin user {conn.user!r} cannot run commands as root without a password "
+                f"({why}): log in as root (--admin-user root) or allow passwordless sudo"
+            )
+    if options.local_deb is None:
+        q = shlex.quote
+        check = (
+            "import sys; print('%d.%d' % sys.version_info[:2]); "
+            "sys.exit(sys.version_info < (3, 11))"
+        )
+        result = conn.run(
+            f"{q(options.python)} -c {q(check)}", hide=True, warn=True, in_stream=False
+        )
+        version = (result.stdout or "").strip()
+        if result.exited == 127 or not version:
+            raise RuntimeError(
+                f"no {options.python} on the host: the agent needs Python 3.11 or later "
+                "(install it, or give --python PATH)"
+            )
+        if result.exited != 0:
+            raise RuntimeError(
+                f"the host's {options.python} is Python {version}; the agent needs 3.11 or "
+                "later (install it, give --python PATH, or use --deb)"
+            )
+
+
 def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostResult:
     sudo = conn.user != "root"
     q = shlex.quote
     changes: list[str] = []
-    # Before anything is changed: a host that cannot get socat fails untouched.
-    if options.resident and ensure_socat(conn, options, sudo):
-        changes.append("socat")
+    notes: list[str] = []
+    preflight(conn, options, sudo)
+    if options.resident:
+        socat = ensure_socat(conn, options, sudo)
+        if socat.installed:
+            changes.append("socat")
+        if not socat.present:
+            notes.append(
+                "socat is not installed: the relay starts the agent in each session until "
+                "it is (install socat for resident mode)"
+            )
     # The package creates the deploy user, so it goes first.
     if options.local_deb is not None and install_deb(conn, options, sudo):
         changes.append("agent package")
@@ -229,7 +295,10 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
     if options.authorized_keys is None:
         home = run(conn, f"getent passwd {q(options.deploy_user)} | cut -d: -f6", sudo).strip()
         if not home:
-            raise RuntimeError(f"deploy user {options.deploy_user!r} does not exist")
+            raise RuntimeError(
+                f"deploy user {options.deploy_user!r} does not exist on the host "
+                "(create it, or set deploy.ssh.user in the pipeline)"
+            )
         auth_path = PurePosixPath(home) / ".ssh/authorized_keys"
         options = replace(options, authorized_keys=auth_path)
     current_auth = run(conn, f"cat {q(str(auth_path))} 2>/dev/null || true", sudo)
@@ -251,9 +320,10 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
             continue
         digest, _, path = line.partition(" ")
         digests[path] = None if digest == "-" else digest
-    if options.resident and not systemd:
-        # No systemd, no drop-in: the message below says how to run the daemon instead.
-        desired.files.pop(str(options.dropin_path), None)
+    if options.resident:
+        # systemd runs the daemon with the drop-in; elsewhere the supervisor does.
+        unused = options.supervisor_file() if systemd else options.dropin_path
+        desired.files.pop(str(unused), None)
     if desired.deb is None:
         marker_text = run(conn, f"cat {q(str(marker))} 2>/dev/null || true", sudo).strip()
         if marker_text != desired.wheel_sha256:
@@ -262,8 +332,12 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
     if options.resident and ensure_socket_dir(conn, options, sudo):
         changes.append(str(options.socket_path().parent))
     for path in changed_files(desired, digests):
-        _put_file(conn, path, desired.files[path], sudo, private=path == str(auth_path))
+        _put_file(conn, path, desired.files[path], sudo, mode=_mode(options, path, auth_path))
         changes.append(path)
+    if options.resident and not systemd:
+        notes.append(_supervise(conn, options, sudo, restart=bool(changes)))
+        result = HostStatus.CHANGED if changes else HostStatus.OK
+        return HostResult(host.name, result, tuple(changes), "; ".join(notes))
     message = ""
     how = options.serve_command() if options.resident else ""
     unit_changed = str(options.unit_path) in changes
@@ -292,7 +366,24 @@ def _install_one(conn: Any, host: HostRef, options: BootstrapOptions) -> HostRes
                 how or f"{DEB_AGENT} --config {options.config_path} serve", options
             )
     status = HostStatus.CHANGED if changes else HostStatus.OK
-    return HostResult(host.name, status, tuple(changes), message)
+    return HostResult(
+        host.name, status, tuple(changes), "; ".join(n for n in (*notes, message) if n)
+    )
+
+
+def _supervise(conn: Any, options: BootstrapOptions, sudo: bool, *, restart: bool) -> str:
+    """No systemd: run the resident daemon under the supervisor loop (started now if it
+    is not running; told to restart ``serve`` when code or config changed)."""
+    out = run(conn, supervisor_start_command(options), sudo)
+    if "started" in out:
+        return (
+            f"no systemd: started the resident agent under {options.supervisor_file()} "
+            "(not started at boot; until it is, sessions start the agent themselves)"
+        )
+    if restart:
+        run(conn, supervisor_restart_command(options), sudo)
+        return "no systemd: restarted the resident agent under its supervisor"
+    return "no systemd: the resident agent runs under its supervisor"
 
 
 def _no_systemd_message(command: str, options: BootstrapOptions) -> str:
@@ -329,12 +420,11 @@ def _install_wheel(conn: Any, options: BootstrapOptions, wheel_sha: str, sudo: b
     run(conn, f"sh -c 'echo {wheel_sha} > {q(venv)}/{WHEEL_MARKER}'", sudo)
 
 
-def _put_file(conn: Any, path: str, data: bytes, sudo: bool, *, private: bool) -> None:
+def _put_file(conn: Any, path: str, data: bytes, sudo: bool, *, mode: str) -> None:
     q = shlex.quote
     parent = str(PurePosixPath(path).parent)
     tmp = f"/tmp/.fleetwave-{sha256(path.encode())[:16]}"
     conn.put(io.BytesIO(data), tmp)
-    mode = "600" if private else "644"
     run(
         conn,
         f"sh -c 'mkdir -p {q(parent)} && chmod {mode} {q(tmp)} && mv -f {q(tmp)} {q(path)}'",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -19,6 +20,10 @@ DEFAULT_KEYS_DIR = PurePosixPath("/etc/fleetwave/keys")
 DEFAULT_AGENT_ROOT = PurePosixPath("/var/lib/fleetwave")
 DEFAULT_UNIT_PATH = PurePosixPath("/etc/systemd/system/fleetwave-agent.service")
 DEFAULT_DROPIN_PATH = PurePosixPath("/etc/systemd/system/fleetwave-agent.service.d/resident.conf")
+#: The deploy key's forced command in resident mode, and the no-systemd supervisor
+#: (with a wheel install: next to the venv, e.g. /opt/fleetwave-agent/relay).
+DEFAULT_RELAY_PATH = PurePosixPath("/opt/fleetwave-agent/relay")
+DEFAULT_SUPERVISOR_PATH = PurePosixPath("/opt/fleetwave-agent/supervise")
 #: Where the Debian package puts the agent's launcher.
 DEB_AGENT = PurePosixPath("/usr/bin/fleetwave-agent")
 DEB_UNIT = "fleetwave-agent.service"
@@ -72,10 +77,26 @@ class BootstrapOptions:
     pip_args: tuple[str, ...] = ()  # e.g. --no-index --find-links /srv/wheels
     system_site_packages: bool = False
     local_deb: Path | None = None  # fleetwave-agent_<version>_all.deb instead of a wheel
-    resident: bool = False  # resident mode: `serve --rpc-socket` + a socat relay
+    resident: bool = True  # resident mode: `serve --rpc-socket` + the relay; False: session
     rpc_socket: PurePosixPath | None = None  # None: agent_root / "rpc.sock"
-    local_dropin: Path | None = None  # packaging/resident.conf; required with resident
+    local_dropin: Path | None = None  # None: the drop-in shipped with fleetwave
     dropin_path: PurePosixPath = DEFAULT_DROPIN_PATH
+    relay_path: PurePosixPath | None = None  # None: next to the venv (DEFAULT_RELAY_PATH)
+    supervisor_path: PurePosixPath | None = None  # None: next to the venv
+
+    def relay_file(self) -> PurePosixPath:
+        """Where the relay script goes on the host."""
+        if self.relay_path is not None:
+            return self.relay_path
+        return DEFAULT_RELAY_PATH if self.local_deb is not None else self.venv.parent / "relay"
+
+    def supervisor_file(self) -> PurePosixPath:
+        """Where the no-systemd supervisor script goes on the host."""
+        if self.supervisor_path is not None:
+            return self.supervisor_path
+        if self.local_deb is not None:
+            return DEFAULT_SUPERVISOR_PATH
+        return self.venv.parent / "supervise"
 
     def socket_path(self) -> PurePosixPath:
         """The resident agent's RPC socket on the host."""
@@ -87,9 +108,9 @@ class BootstrapOptions:
         return path
 
     def relay_command(self) -> str:
-        """What sshd runs for the deploy key in resident mode (and the controller's
-        ``deploy.ssh.agent_command``)."""
-        return f"socat STDIO UNIX-CONNECT:{self.socket_path()}"
+        """What sshd runs for the deploy key in resident mode: the relay script (socat
+        to the socket while the daemon serves it, else the agent in the session)."""
+        return str(self.relay_file())
 
     def serve_command(self) -> str:
         """The resident daemon's command line, for hosts without systemd."""
@@ -103,11 +124,20 @@ class BootstrapOptions:
             return str(DEB_AGENT)
         return f"{self.venv}/bin/fleetwave-agent"
 
+    def rpc_command(self) -> str:
+        """The agent started in an SSH session; names the config unless it is at the
+        agent's default path (where the agent looks anyway)."""
+        if self.config_path == DEFAULT_CONFIG:
+            config = ""
+        else:
+            config = f" --config {shlex.quote(str(self.config_path))}"
+        return f"{self.agent_program()}{config} rpc"
+
     def agent_command(self) -> str:
         """The command the deploy key is pinned to."""
         if self.resident:
             return self.relay_command()
-        return f"{self.agent_program()} rpc"
+        return self.rpc_command()
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""Resident mode of the bootstrap (``--resident``, ``docs/agent.md``): the systemd
-drop-in rewritten to the host's paths, the ``socat`` relay the deploy key is pinned to,
-and the socket's directory."""
+"""Resident mode of the bootstrap (the default, ``docs/agent.md``): the systemd drop-in
+rewritten to the host's paths, the relay's ``socat``, and the socket's directory (the
+relay and supervisor scripts are in :mod:`fleetwave.bootstrap.relay`)."""
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 from fleetwave.bootstrap.options import BootstrapOptions
@@ -39,21 +40,26 @@ def socat_install_command() -> str:
     )
 
 
-def ensure_socat(conn: Any, options: BootstrapOptions, sudo: bool) -> bool:
-    """Make sure the relay is on the host; True if it was installed now. Only the
-    Debian-package path installs it (that path already relies on apt); otherwise a
-    missing socat fails the host with what to do."""
+@dataclass(frozen=True)
+class Socat:
+    """Whether the relay's ``socat`` is on the host, and whether bootstrap installed it."""
+
+    present: bool
+    installed: bool = False
+
+
+def ensure_socat(conn: Any, options: BootstrapOptions, sudo: bool) -> Socat:
+    """Make sure the relay's socat is on the host where bootstrap can install it. Only
+    the Debian-package path installs it (that path already relies on apt). A host
+    without it is not a failure: the relay then starts the agent in each session."""
     probe = 'for p in socat apt-get; do command -v "$p" >/dev/null && echo "$p"; done; true'
     found = set(run(conn, f"sh -c {shlex.quote(probe)}", sudo).split())
     if "socat" in found:
-        return False
+        return Socat(present=True)
     if options.local_deb is None or "apt-get" not in found:
-        raise RuntimeError(
-            "socat is not installed (resident mode relays SSH sessions with it): "
-            "install the socat package, or drop --resident"
-        )
+        return Socat(present=False)
     run(conn, socat_install_command(), sudo)
-    return True
+    return Socat(present=True, installed=True)
 
 
 def ensure_socket_dir(conn: Any, options: BootstrapOptions, sudo: bool) -> bool:

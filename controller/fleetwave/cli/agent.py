@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fleetwave.bootstrap import (
+    DEFAULT_KEYS_DIR,
     DEFAULT_VENV,
     AdminAccess,
     BootstrapOptions,
     HostStatus,
     install_agent,
 )
+from fleetwave.bootstrap.dist import agent_wheel, packaged_file
 from fleetwave.errors import ConfigError, UsageError
 from fleetwave_core.exitcodes import ExitCode
-
-_REPO = Path(__file__).resolve().parents[2]
 
 
 def register(subparsers: Any) -> None:
@@ -39,7 +37,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--hosts", nargs="+", metavar="NAME", help="only these hosts (default: all)")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--wheel", type=Path, help="fleetwave wheel (default: build one with pip)")
+    source.add_argument(
+        "--wheel",
+        type=Path,
+        help="fleetwave wheel (default: this controller's own, built or repacked)",
+    )
     source.add_argument(
         "--deb",
         type=Path,
@@ -65,9 +67,17 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--agent-config", default="/etc/fleetwave/agent.yaml", help="agent.yaml on hosts"
     )
+    p.add_argument(
+        "--keys-dir", default=str(DEFAULT_KEYS_DIR), help="where trusted keys go on hosts"
+    )
+    p.add_argument(
+        "--authorized-keys",
+        metavar="PATH",
+        help="the deploy user's authorized_keys on hosts (default: ~USER/.ssh/authorized_keys)",
+    )
     p.add_argument("--agent-root", default="/var/lib/fleetwave", help="agent root on hosts")
     p.add_argument(
-        "--unit", type=Path, help="systemd unit (default: packaging/fleetwave-agent.service)"
+        "--unit", type=Path, help="systemd unit (default: the one shipped with fleetwave)"
     )
     p.add_argument(
         "--pip-arg",
@@ -80,17 +90,22 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="let the agent's venv see the host's system packages",
     )
-    p.add_argument(
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
         "--resident",
         action="store_true",
-        help="resident mode: the agent service also serves RPC on a unix socket and the "
-        "deploy key is pinned to a socat relay (docs/agent.md)",
+        help="resident mode (the default): the agent service also serves RPC on a unix "
+        "socket and the deploy key is pinned to a relay (docs/agent.md)",
+    )
+    mode.add_argument(
+        "--session",
+        action="store_true",
+        help="no resident agent: the deploy key starts `fleetwave-agent rpc` per session",
     )
     p.add_argument(
         "--rpc-socket",
         metavar="PATH",
-        help="the resident agent's socket on hosts (default: AGENT_ROOT/rpc.sock; "
-        "only with --resident)",
+        help="the resident agent's socket on hosts (default: AGENT_ROOT/rpc.sock)",
     )
     p.add_argument("--workers", type=int, default=10, help="hosts installed at once")
     p.add_argument(
@@ -144,8 +159,9 @@ def cmd_install(args: argparse.Namespace) -> int:
                 f"{', '.join(given)} only apply to a wheel install, not with --deb "
                 "(the package installs to /usr and ships its own unit)"
             )
-    if args.rpc_socket is not None and not args.resident:
-        raise UsageError("--rpc-socket only applies with --resident")
+    resident = not args.session
+    if args.rpc_socket is not None and not resident:
+        raise UsageError("--rpc-socket does not apply with --session")
     pipeline = load_pipeline(args.file)
     ssh = pipeline.deploy.ssh
     hosts = list(pipeline.topology.hosts())
@@ -166,8 +182,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         deploy_public = deploy_key.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"cannot read deploy key {deploy_key}: {exc.strerror}") from None
-    unit = args.unit or _REPO / "packaging" / "fleetwave-agent.service"
-    if args.resident:
+    unit = None if args.deb is not None else args.unit or packaged_file("fleetwave-agent.service")
+    if resident:
         # A bad --rpc-socket fails before a wheel is built or any host is touched.
         BootstrapOptions(
             local_wheel=None,
@@ -178,7 +194,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         ).socket_path()
     with tempfile.TemporaryDirectory(prefix="fleetwave-wheel-") as tmp:
         trusted = trusted_key_files(args.trust, Path(tmp) / "trust")
-        wheel = None if args.deb is not None else args.wheel or build_wheel(Path(tmp))
+        wheel = None if args.deb is not None else args.wheel or agent_wheel(Path(tmp))
         options = BootstrapOptions(
             local_wheel=wheel,
             local_deb=args.deb,
@@ -188,13 +204,17 @@ def cmd_install(args: argparse.Namespace) -> int:
             python=args.python or "python3",
             venv=PurePosixPath(args.venv or DEFAULT_VENV),
             config_path=PurePosixPath(args.agent_config),
+            keys_dir=PurePosixPath(args.keys_dir),
+            authorized_keys=(
+                None if args.authorized_keys is None else PurePosixPath(args.authorized_keys)
+            ),
             agent_root=PurePosixPath(args.agent_root),
-            local_unit=unit if args.deb is None and unit.is_file() else None,
+            local_unit=unit,
             pip_args=tuple(args.pip_arg),
             system_site_packages=args.system_site_packages,
-            resident=args.resident,
+            resident=resident,
             rpc_socket=None if args.rpc_socket is None else PurePosixPath(args.rpc_socket),
-            local_dropin=_REPO / "packaging" / "resident.conf" if args.resident else None,
+            local_dropin=packaged_file("resident.conf") if resident else None,
         )
         access = AdminAccess(
             user=args.admin_user,
@@ -226,34 +246,9 @@ def cmd_install(args: argparse.Namespace) -> int:
         f"{len(results)} hosts: {changed} changed, {len(results) - changed - failed} "
         f"unchanged, {failed} failed"
     )
-    if args.resident:
-        # The controller must relay the same way the pinned key does.
-        print("resident mode: set this in the pipeline's deploy.ssh block:")
-        print(f'  agent_command: "{options.relay_command()}"')
+    if resident:
+        print(
+            f"resident mode: the deploy key runs {options.relay_command()} (the resident "
+            "agent when it serves, else the agent in the session); no pipeline change needed"
+        )
     return ExitCode.ERROR if failed else ExitCode.OK
-
-
-def build_wheel(out_dir: Path) -> Path:
-    """``pip wheel . -w OUT --no-deps`` from the source tree this module lives in."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            str(_REPO),
-            "-w",
-            str(out_dir),
-            "--no-deps",
-            "--quiet",
-            "--disable-pip-version-check",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wheels = sorted(out_dir.glob("fleetwave-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"could not build the fleetwave wheel (give --wheel): {tail}")
-    return wheels[-1]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleetwave.config.schema import (
+    DURATION_PATTERN,
     AnyOf,
     Bool,
     Duration,
@@ -190,6 +191,8 @@ class AnomalySettings:
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*", re.IGNORECASE)
+#: ``_SIZE`` for JSON Schema (no inline flags there: both cases spelled out).
+SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgG][bB]|[kKmMgG][iI][bB])?\s*$(?!\n)"
 _SIZE_UNITS = {
     "b": 1,
     "kb": 10**3,
@@ -240,7 +243,9 @@ class Floor(Spec):
         number = {"type": "number", "minimum": 0}
         if self.unit == "number":
             return number
-        return {"anyOf": [number, {"type": "string", "minLength": 1}]}
+        # The same text the loader parses, so editors refuse what the loader refuses.
+        pattern = DURATION_PATTERN if self.unit == "duration" else SIZE_PATTERN
+        return {"anyOf": [number, {"type": "string", "pattern": pattern}]}
 
 
 def _metric_spec(check: Check) -> Spec:

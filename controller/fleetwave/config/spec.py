@@ -76,7 +76,47 @@ def _choices(kind: type[enum.Enum]) -> tuple[str, ...]:
 
 _COUNTERS = tuple(n for n, m in AGENT_METRICS.items() if m.kind.value == "counter")
 
-_BAKE = Obj(
+
+@dataclass(frozen=True)
+class Shorthand(Spec):
+    """A mapping, or just the value of its key ``key``: ``stage_bake: 0s`` is
+    ``stage_bake: {time: 0s}``. The loader always sees the mapping."""
+
+    full: Obj
+    key: str
+
+    def accepts(self, value: Any) -> bool:
+        return self.full.accepts(value) or self.full.field_named(self.key).spec.accepts(value)
+
+    def expected(self) -> str:
+        return f"{self.full.field_named(self.key).spec.expected()} or {self.full.expected()}"
+
+    def check(self, value: Any, path: str, loc: Locator) -> Any:
+        if value is None or self.full.accepts(value):
+            return self.full.check(value, path, loc)
+        short = self.full.field_named(self.key).spec
+        if not short.accepts(value):
+            raise loc.error(path, f"expected {self.expected()}, got {value!r}")
+        return {self.key: short.check(value, path, loc)}
+
+    def schema(self) -> dict[str, Any]:
+        # One schema with several types rather than an anyOf: "properties" applies to
+        # objects only, "pattern" to strings only and "minimum" to numbers only, so the
+        # mapping's keywords stay where schema readers (and editors) look for them.
+        out = self.full.schema()
+        types: list[str] = []
+        short = self.full.field_named(self.key).spec.schema()
+        for kind in [out["type"], *(option["type"] for option in short.get("anyOf", [short]))]:
+            for name in kind if isinstance(kind, list) else [kind]:
+                if name not in types:
+                    types.append(name)
+        for option in short.get("anyOf", [short]):
+            out.update({k: v for k, v in option.items() if k != "type"})
+        out["type"] = types
+        return out
+
+
+_BAKE_FULL = Obj(
     description="Bake: a time AND, with a metric, a minimum number of its data points.",
     fields=(
         Field("time", Duration(description="e.g. 1h, 90s, 1h30m, 500ms")),
@@ -97,6 +137,12 @@ _BAKE = Obj(
             ),
         ),
     ),
+)
+#: Every bake field: the mapping, or a duration alone (``bake: 0s`` = ``{time: 0s}``).
+_BAKE = Shorthand(
+    full=_BAKE_FULL,
+    key="time",
+    description="A bake: a duration alone (sugar for {time: ...}), or the mapping.",
 )
 
 _ROLLING = Obj(

@@ -18,6 +18,9 @@ Rules (each is checked by the property tests in ``tests/planning``):
   open after the previous stage ends, and then runs to completion; it lasts
   ``ceil(n / max_out) * batch_estimate`` plus its bake time. Regions of a wave run in
   parallel; the next wave starts after the slowest region plus the wave's bake.
+* A pipeline for the ``production`` environment (the default) with no bake anywhere
+  (every stage bake, one-box bake and wave bake 0s: the ``examples/fast`` shape) is
+  refused unless its ``override.allow`` lists ``bakes``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from fleetwave.config.pipeline import OneboxPolicy, Pipeline, RollingPolicy
+from fleetwave.config.pipeline import OneboxPolicy, OverrideTarget, Pipeline, RollingPolicy
 from fleetwave.config.spec import Unit
 from fleetwave.config.topology import Region, Topology, TrafficClass
 from fleetwave.config.windows import WindowPolicy
@@ -204,6 +207,7 @@ def plan_pipeline(
     if start is not None and start.tzinfo is None:
         raise PlanError(f"plan start time {start.isoformat()} needs a time zone")
     _check_regions(pipeline, topology)
+    _check_production_bakes(pipeline)
     builder = _Builder(pipeline)
     waves: list[Wave] = []
     pre = builder.preprod(topology)
@@ -230,6 +234,30 @@ def plan_pipeline(
     if start is None:
         return plan
     return schedule(plan, pipeline, topology, start)
+
+
+PRODUCTION = "production"
+
+
+def _check_production_bakes(pipeline: Pipeline) -> None:
+    """Refuse a production pipeline that never waits to see a release serve."""
+    if pipeline.environment != PRODUCTION or pipeline.override.allows(OverrideTarget.BAKES):
+        return
+    baked = any(
+        wave.bake.duration_s > 0
+        or wave.stage_bake.duration_s > 0
+        or wave.bake.min_datapoints > 0
+        or wave.stage_bake.min_datapoints > 0
+        or (wave.onebox.enabled and wave.onebox.bake.duration_s > 0)
+        for wave in pipeline.waves
+    )
+    if not baked:
+        raise PlanError(
+            f"pipeline {pipeline.name} deploys to production with no bake anywhere "
+            "(stage_bake, wave bakes and one-box bakes are all 0s): add a bake, name a "
+            "non-production environment (environment: ...), or allow it with "
+            "override: {allow: [bakes]}"
+        )
 
 
 def _check_regions(pipeline: Pipeline, topology: Topology) -> None:
