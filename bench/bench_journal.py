@@ -51,6 +51,7 @@ from tests.engine.sim import make_plan  # noqa: E402
 from fleetwave.rollout.gates import Gates  # noqa: E402
 from fleetwave.rollout.journal import Journal  # noqa: E402
 from fleetwave.rollout.runner import DeploymentInfo, Runner  # noqa: E402
+from fleetwave.rollout.types import Finish  # noqa: E402
 
 IN_FLIGHT = 100  # the write path: hosts with a step in flight
 STAGES = 10  # the runner: AZ stages of the plan ...
@@ -100,6 +101,7 @@ def run_runner(mode: str, hosts: int, work: Path) -> float:
     start = time.perf_counter()
     finish = asyncio.run(runner.run())
     elapsed = time.perf_counter() - start
+    assert isinstance(finish, Finish), finish
     assert finish.result == "succeeded", finish
     events = len(journal.events("bench"))
     journal.close()

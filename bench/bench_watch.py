@@ -69,6 +69,7 @@ from fleetwave.rollout import initial_state  # noqa: E402
 from fleetwave.rollout.gates import AlarmBlockerGate, BakeGate, Gates  # noqa: E402
 from fleetwave.rollout.journal import Journal  # noqa: E402
 from fleetwave.rollout.runner import DeploymentInfo, Runner, SystemClock  # noqa: E402
+from fleetwave.rollout.types import Finish  # noqa: E402
 from fleetwave.rollout.watching import Watcher  # noqa: E402
 from fleetwave.transport.ssh import SshTransport  # noqa: E402
 from fleetwave.watch.agent_source import AgentSource  # noqa: E402
@@ -191,6 +192,7 @@ async def detect_once(work: Path, *, interval_s: float, period_s: float, m: int)
         await asyncio.sleep((m + 2) * period_s + random.uniform(0.0, interval_s))
         traffic.turn_bad()
         fin = await asyncio.wait_for(task, 120)
+        assert isinstance(fin, Finish), fin  # not stopped early
         steps = journal.steps("d1")
         journal.close()
     finally:

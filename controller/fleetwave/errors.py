@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "EngineStalledError",
     "FleetwaveError",
+    "ForeignReleaseError",
     "HostKeyError",
     "HostUnreachableError",
     "IntegrityError",
@@ -71,6 +72,11 @@ class EngineStalledError(FleetwaveError):
     """The engine waits for an outcome while nothing is in flight (a bug, never expected)."""
 
     exit_code = ExitCode.ENGINE_STALLED
+
+
+class ForeignReleaseError(FleetwaveError):
+    """A host runs a release that is neither the one this deployment installed nor the
+    one it ran before; resume and rollback leave it alone and report it."""
 
 
 class TransportError(FleetwaveError, ConnectionError):

@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetwave.errors import HostUnreachableError, LoadBalancerError, RemoteAgentError
+from fleetwave.errors import (
+    HostUnreachableError,
+    LoadBalancerError,
+    RemoteAgentError,
+    SessionLostError,
+)
 from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState, ServerStatus
 from fleetwave.planning.model import HostRef
 
@@ -38,6 +43,10 @@ class FakeAgent:
     fail_install: str | None = None  # "self_rolled_back" | "unreachable" | "disk"
     uploads: int = 0
     calls: list[str] = field(default_factory=list)
+    package_of: dict[str, str] = field(default_factory=dict)  # version -> package id
+    fail_rollback: int = 0  # the next N rollback/activate calls fail (StoreError)
+    lose_session: int = 0  # the next N calls fail with SessionLostError
+    block: asyncio.Event | None = None  # install waits for it
 
     def switch(self, version: str) -> None:
         if self.current != version:
@@ -56,10 +65,13 @@ class FakeSession:
         await asyncio.sleep(0)
         a = self.agent
         a.calls.append(op)
+        if a.lose_session > 0:
+            a.lose_session -= 1
+            raise SessionLostError(self.host.name, "connection reset by peer")
         if op == "status":
             return {
-                "current": {"version": a.current} if a.current else None,
-                "previous": {"version": a.previous} if a.previous else None,
+                "current": self._summary(a.current),
+                "previous": self._summary(a.previous),
                 "healthy": a.healthy,
             }
         if op == "install":
@@ -68,10 +80,16 @@ class FakeSession:
                 raise RemoteAgentError(self.host.name, "RolledBackError", "health failed", 10)
             if a.fail_install == "disk":
                 raise RemoteAgentError(self.host.name, "StoreError", "No space left", 5)
+            if a.block is not None:
+                await a.block.wait()
             prev = a.current
             a.releases.append(version)
+            a.package_of[version] = (args or {})["package_id"]
             a.switch(version)
             return {"current_version": version, "previous_version": prev, "ok": True}
+        if op in ("rollback", "activate") and a.fail_rollback > 0:
+            a.fail_rollback -= 1
+            raise RemoteAgentError(self.host.name, "StoreError", "disk full", 5)
         if op == "rollback":
             if a.previous is None:
                 raise RemoteAgentError(self.host.name, "ReleaseNotFoundError", "none", 5)
@@ -83,9 +101,16 @@ class FakeSession:
             return {"ok": True}
         raise AssertionError(op)
 
+    def _summary(self, version: str | None) -> dict[str, str] | None:
+        if version is None:
+            return None
+        return {"version": version, "package_id": self.agent.package_of.get(version, "o" * 64)}
+
     async def ensure_package(
         self, path: Path, package_id: str, *, lease: str | None = None
     ) -> bool:
+        if self.host.name in self.fleet.bug_on_upload:
+            raise KeyError("a bug in the upload")
         if package_id in self.agent.packages:
             return False
         self.agent.packages.add(package_id)
@@ -103,10 +128,15 @@ class FakeFleet:
         self.agents = {h.name: FakeAgent() for h in hosts}
         self.version = version
         self.unreachable: set[str] = set()
+        self.bug_on_upload: set[str] = set()  # hosts whose upload raises a non-fleetwave error
+        self.refuse: dict[str, int] = {}  # host -> the next N connects are refused
         self.opened = 0
 
     async def open(self, host: HostRef) -> FakeSession:
         await asyncio.sleep(0)
+        if self.refuse.get(host.name, 0) > 0:
+            self.refuse[host.name] -= 1
+            raise HostUnreachableError(host.name, "cannot connect: Connection refused")
         if host.name in self.unreachable or self.agents[host.name].fail_install == "unreachable":
             raise HostUnreachableError(host.name, "connection refused")
         self.opened += 1

@@ -120,6 +120,10 @@ class World:
     installed_ever: set[str] = field(default_factory=set)
     touched: set[str] = field(default_factory=set)
     rollback_seen: bool = False
+    #: Drained by us and healthy on a release that passed its health checks (an
+    #: install succeeded, nothing since disproved it): able to serve, for the floor
+    #: while rolling back (docs/engine.md, "able to serve").
+    fit: dict[str, bool] = field(default_factory=dict)
     finished: Finish | None = None
     now: float = 1000.0
 
@@ -137,13 +141,19 @@ class World:
         if isinstance(action, DrainHost | InstallOnHost | RollbackHost):
             self.touched.add(action.host)
             out = isinstance(action, DrainHost) or not self.has_lb[action.host]
+            if isinstance(action, DrainHost | RollbackHost):
+                self.fit[action.host] = False  # about to change it: unproven again
             if out and self.serving[action.host]:
                 self.serving[action.host] = False
                 stage = self.stage_of[action.host]
-                left = sum(self.serving[h.name] for h in stage.hosts)
+                # Rolling back, the floor counts hosts able to serve: in rotation, or
+                # drained by us and healthy on a release that passed health. A host
+                # counted so that then fails is a failure, not a decision: the check
+                # is made when a host is taken out.
+                left = sum(self._able(h.name) for h in stage.hosts)
                 if left < stage.batching.min_serving:
                     raise InvariantError(
-                        f"{stage.id}: {left} serving < min_serving after {action} "
+                        f"{stage.id}: {left} able to serve < min_serving after {action} "
                         f"{[(h.name, state.hosts[h.name].phase.value) for h in stage.hosts]}"
                     )
         for stage in self.plan.stages():
@@ -156,6 +166,7 @@ class World:
                     HostPhase.RB_DRAINING,
                     HostPhase.RB_ROLLING_BACK,
                     HostPhase.RB_RETURNING,
+                    HostPhase.RESTORING,
                 )
                 for h in stage.hosts
             )
@@ -169,6 +180,11 @@ class World:
                 failed = sum(state.hosts[h.name].phase is HostPhase.FAILED for h in stage.hosts)
                 if failed > stage.failure_budget:
                     raise InvariantError(f"{stage.id}: {failed} failed, still running forward")
+
+    def _able(self, name: str) -> bool:
+        if self.rollback_seen:
+            return self.serving[name] or self.fit.get(name, False)
+        return self.serving[name]
 
     def _check_order(self, state: State) -> None:
         # Regions run their stages one at a time; waves run strictly in order.
@@ -189,8 +205,11 @@ class World:
 
     # -- carrying out actions -------------------------------------------------------------
 
-    def outcome(self, action: Action, ok: bool, verdict: str = "ok") -> Event | None:
-        """The event the runner would feed back after carrying out ``action``."""
+    def outcome(
+        self, action: Action, ok: bool, verdict: str = "ok", healthy: bool = False
+    ) -> Event | None:
+        """The event the runner would feed back after carrying out ``action``; a
+        failed return fails health, unless ``healthy`` (then its balancer failed)."""
         if isinstance(action, DrainHost):
             if not ok:
                 return HostFailed(action.host, HostOp.DRAIN, FailureKind.LOAD_BALANCER, "boom")
@@ -208,15 +227,21 @@ class World:
                 )
             self.release[action.host] = NEW
             self.installed_ever.add(action.host)
+            self.fit[action.host] = self.has_lb[action.host]
             return HostInstalled(action.host, NEW, before)
         if isinstance(action, ReturnHost):
             if not ok:
+                if healthy:
+                    return HostFailed(action.host, HostOp.RETURN, FailureKind.LOAD_BALANCER, "lb")
+                self.fit[action.host] = False
                 return HostFailed(action.host, HostOp.RETURN, FailureKind.HEALTH_CHECK, "unhealthy")
             self.lb_ready[action.host] = True
             self.serving[action.host] = True
+            self.fit[action.host] = False
             return HostReturned(action.host)
         if isinstance(action, RollbackHost):
             if not ok:
+                self.fit[action.host] = False
                 return HostFailed(action.host, HostOp.ROLLBACK, FailureKind.REMOTE_AGENT, "no")
             self.release[action.host] = action.to_release
             return HostRolledBack(action.host)
@@ -262,7 +287,13 @@ class Driver:
             if (
                 not self.world.has_lb[name]
                 and host.serving
-                and host.phase in (HostPhase.DONE, HostPhase.ROLLED_BACK, HostPhase.RB_PENDING)
+                and host.phase
+                in (
+                    HostPhase.DONE,
+                    HostPhase.ROLLED_BACK,
+                    HostPhase.RB_PENDING,
+                    HostPhase.RESTORED,
+                )
             ):
                 self.world.serving[name] = True
         for action in actions:

@@ -129,3 +129,26 @@ def test_second_deploy_is_refused_while_locked(
         assert "held by" in capsys.readouterr().err
     finally:
         lock.release()
+
+
+def test_rollback_accepts_only_the_latest_deployment(
+    pipeline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = pipeline.parent / ".fleetwave"
+    j = _journal_with_run(state, make_plan([[[2]]]))
+    j.create_deployment(
+        deployment_id="dep-2",
+        pipeline="lab-app",
+        environment="lab",
+        package_id="b" * 64,
+        package_path="/pkg",
+        plan=plan_to_dict(make_plan([[[2]]])),
+        now=time.time() + 1,
+        controller="x:1",
+    )
+    j.close()
+    assert main(["rollback", "-f", str(pipeline), "dep-1", "--yes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "not the latest" in err[0]
+    assert "dep-2" in err[0]

@@ -29,6 +29,7 @@ from fleetwave.rollout.runner import DeploymentInfo, Runner
 from fleetwave.rollout.types import (
     DeploymentStarted,
     Event,
+    Finish,
     GateResult,
     HostDrained,
     HostInstalled,
@@ -142,6 +143,7 @@ def _held_then_cleared_run(pipeline: Path) -> None:
     )
     try:
         fin = asyncio.run(asyncio.wait_for(runner.run([override]), 30))
+        assert isinstance(fin, Finish), fin
         assert fin.result == "succeeded"
     finally:
         journal.close()

@@ -4,7 +4,10 @@ pre-production tests that really run, and the override policy."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +27,7 @@ from fleetwave.rollout.gates import (
     WindowGate,
     check_override,
     combine,
+    run_command,
 )
 from fleetwave.rollout.types import Target, Verdict
 
@@ -216,3 +220,37 @@ def test_preprod_tests_run_once_per_bake() -> None:
     run(gate.check(t, 1.0, 2.0))
     run(gate.check(t, 1.0, 3.0))
     assert calls == ["a"]
+
+
+def test_a_cancelled_test_command_is_killed_not_orphaned(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+
+    async def go() -> None:
+        task = asyncio.create_task(run_command(f"echo $$ > {marker}; exec sleep 30", 60.0))
+        for _ in range(200):  # bounded: until the shell wrote its pid
+            if marker.exists() and marker.read_text().strip():
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    pid = int(marker.read_text())
+    for _ in range(200):  # the kill is asynchronous; a zombie is gone once reaped
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().split()[2] == "Z":
+                break
+        time.sleep(0.01)
+    else:
+        raise AssertionError(f"test command {pid} still runs after its cancel")
+
+
+def test_gates_report_the_time_their_tests_may_take() -> None:
+    gates = Gates(bake=(BakeGate(), PreprodTestsGate(timeout_s=7.0)))
+    assert gates.bake_time_limit_s(_target(DATA, _preprod(("a", "b")))) == 14.0
+    assert gates.bake_time_limit_s(_target(DATA)) == 0.0

@@ -95,9 +95,9 @@ async def _deploy(
     )
     try:
         async with asyncio.timeout(60):
-            if rollback:
-                return await runner.rollback("test", "pytest")
-            return await runner.run()
+            out = await (runner.rollback("test", "pytest") if rollback else runner.run())
+            assert isinstance(out, Finish), out
+            return out
     finally:
         await transport.close()
 

@@ -18,7 +18,7 @@ from fleetwave.rollout.gates import Gates
 from fleetwave.rollout.journal import Journal
 from fleetwave.rollout.lease import MUTATING_OPS, LeaseKeeper
 from fleetwave.rollout.runner import DeploymentInfo, Runner
-from fleetwave.rollout.types import Finish
+from fleetwave.rollout.types import Finish, Stopped
 from fleetwave_agent import lease as agent_lease
 from fleetwave_agent.errors import LeaseError
 
@@ -116,8 +116,10 @@ def _runner(info: DeploymentInfo, journal: Journal, fleet: LeaseFleet, lb: FakeB
     )
 
 
-def _run(coro: Coroutine[Any, Any, Finish]) -> Finish:
-    return asyncio.run(asyncio.wait_for(coro, timeout=30))
+def _run(coro: Coroutine[Any, Any, Finish | Stopped]) -> Finish:
+    out = asyncio.run(asyncio.wait_for(coro, timeout=30))
+    assert isinstance(out, Finish), out
+    return out
 
 
 def test_every_mutating_call_carries_the_lease_and_leases_are_released(tmp_path: Path) -> None:

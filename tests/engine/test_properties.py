@@ -64,7 +64,8 @@ def test_invariants_hold_under_random_outcomes(scenario, data) -> None:
         verdict = data.draw(
             st.sampled_from(["ok", "ok", "ok", "wait", "fail" if fail_rate else "ok"])
         )
-        event = world.outcome(action, ok, verdict)
+        healthy = data.draw(st.booleans(), label="healthy")  # a failed return's cause
+        event = world.outcome(action, ok, verdict, healthy)
         if event is not None:
             driver.feed(event)
         if (

@@ -16,7 +16,7 @@ from fleetwave.planning.model import Plan
 from fleetwave.rollout.gates import Gates
 from fleetwave.rollout.journal import Journal
 from fleetwave.rollout.runner import DeploymentInfo, Runner
-from fleetwave.rollout.types import Finish
+from fleetwave.rollout.types import Finish, Stopped
 
 from .fakes import FakeBalancer, FakeClock, FakeFleet
 from .sim import make_plan
@@ -26,8 +26,9 @@ pytestmark = pytest.mark.integration  # SQLite files under tmp_path
 PKG = "p" * 64
 
 
-class SimulatedCrash(Exception):
-    """Raised by the journal right after its N-th committed write."""
+class SimulatedCrash(BaseException):
+    """Raised by the journal right after its N-th committed write. A BaseException, as
+    a kill is: the runner must not handle it as an error (that would journal more)."""
 
 
 def _crash() -> None:
@@ -61,8 +62,10 @@ def _runner(info, journal, fleet, lb, clock) -> Runner:
     )
 
 
-def _run(coro: Coroutine[Any, Any, Finish]) -> Finish:
-    return asyncio.run(asyncio.wait_for(coro, timeout=30))
+def _run(coro: Coroutine[Any, Any, Finish | Stopped]) -> Finish:
+    out = asyncio.run(asyncio.wait_for(coro, timeout=30))
+    assert isinstance(out, Finish), out
+    return out
 
 
 def test_rolling_deployment_succeeds_with_sliding_window(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from fleetwave.observe import trail
 from fleetwave.rollout.gates import AlarmBlockerGate, BakeGate, Gates
 from fleetwave.rollout.journal import Journal
 from fleetwave.rollout.runner import DeploymentInfo, Runner
+from fleetwave.rollout.types import Finish
 from fleetwave.rollout.watching import Watcher
 from fleetwave.watch.source import Datapoint, MetricQuery, Series, Window
 
@@ -81,6 +82,7 @@ def test_a_fault_after_the_first_install_is_rolled_back_by_the_rollback_alarm(
         clock=clock, request_poll_s=None, watcher=watcher,
     )  # fmt: skip
     fin = asyncio.run(asyncio.wait_for(runner.run(), 30))
+    assert isinstance(fin, Finish)
     assert fin.result == "rolled_back"
     assert "rollback alarm rb in ALARM" in (fin.rollback_reason or "")
     assert all(a.current == "v1" for a in fleet.agents.values())
@@ -107,6 +109,7 @@ def test_a_blocker_in_alarm_holds_the_stage_and_it_starts_when_the_alarm_clears(
         clock=clock, request_poll_s=None, watcher=watcher,
     )  # fmt: skip
     fin = asyncio.run(asyncio.wait_for(runner.run(), 30))
+    assert isinstance(fin, Finish)
     assert fin.result == "succeeded"
     verdicts = [
         e["verdict"]["kind"]

@@ -111,6 +111,18 @@ def test_the_rollback_alarm_before_the_first_drain_does_not_roll_back() -> None:
     assert not any(isinstance(a, DrainHost) and not a.rollback for a in actions)
 
 
+def test_a_host_skipped_for_its_operator_does_not_start_the_rollback_watch() -> None:
+    # Only the operator's MAINT host was "reached": nothing was deployed, so a standing
+    # rollback alarm has nothing to roll back (it holds the next stage as a blocker).
+    state, _ = _started(make_plan([[[1, 1]]]))
+    state, _ = _feed(state, GateResult(Target.stage(S0), "blockers", Verdict.ok()), 1.0)
+    state, actions = _feed(state, StageProbed(S0, frozenset(), {"h1": "maint"}), 2.0)
+    assert state.hosts["h1"].phase.value == "skipped"
+    assert not any(isinstance(a, DrainHost) for a in actions)
+    state, _ = _feed(state, _alarm(AlarmState.ALARM), 3.0)
+    assert state.phase is Phase.RUNNING
+
+
 def _rolling(plan: Plan, post_watch: float = 0.0) -> State:
     state, _ = _started(plan, post_watch)
     state, _ = _feed(state, GateResult(Target.stage(S0), "blockers", Verdict.ok()), 1.0)

@@ -58,7 +58,9 @@ def _run(tmp_path: Path, plan, sink, clock, fail: str | None = None) -> Finish:
         sink=sink,
         request_poll_s=None,
     )
-    return asyncio.run(asyncio.wait_for(runner.run(), timeout=30))
+    result = asyncio.run(asyncio.wait_for(runner.run(), timeout=30))
+    assert isinstance(result, Finish), result  # nothing here stops the runner early
+    return result
 
 
 def test_runner_summaries_count_every_host_once_per_stage(tmp_path: Path) -> None:

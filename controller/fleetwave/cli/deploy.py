@@ -2,8 +2,9 @@
 
 Exit status (:class:`~fleetwave_core.exitcodes.ExitCode`): 0 succeeded (failed hosts
 inside the budget are listed on stderr), 20 rolled back, 21 rollback incomplete, 130
-aborted by a second Ctrl-C (the deployment stays resumable); other errors use their
-error's exit code.
+stopped by SIGTERM or aborted by a second Ctrl-C (the deployment stays resumable), 70
+stopped by an unexpected internal error (resumable; the traceback is in the event
+log); other errors use their error's exit code.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from fleetwave.errors import (
     ConfigError,
+    FleetwaveError,
     JournalError,
     LockedError,
     PackageRefusedError,
@@ -52,8 +54,8 @@ from fleetwave.rollout.journal import KILL_ENV, DeploymentRow, Journal, KillPoin
 from fleetwave.rollout.lease import LeaseKeeper
 from fleetwave.rollout.lock import DeploymentLock, Takeover, TakeoverReason
 from fleetwave.rollout.runner import DeploymentInfo, Runner, controller_id, replay
-from fleetwave.rollout.state import FAILED, Phase
-from fleetwave.rollout.types import Event, Finish, OverrideGranted, Result
+from fleetwave.rollout.state import FAILED, Phase, out_of_rotation
+from fleetwave.rollout.types import Event, Finish, OverrideGranted, Result, Stopped
 from fleetwave.rollout.watching import Watcher
 from fleetwave_core.exitcodes import ExitCode
 
@@ -368,10 +370,11 @@ def _info(row: DeploymentRow, ctx: _Context) -> DeploymentInfo:
     )
 
 
-def _drive(runner: Runner, coro_factory: Any, *, ask: bool) -> Finish | None:
-    """Run the runner with Ctrl-C handling; None when aborted by a second Ctrl-C."""
+def _drive(runner: Runner, coro_factory: Any, *, ask: bool) -> Finish | Stopped | None:
+    """Run the runner with Ctrl-C and SIGTERM handling; None when aborted by a second
+    Ctrl-C or SIGTERM. The first SIGTERM stops cleanly (:meth:`Runner.request_stop`)."""
 
-    async def main() -> Finish | None:
+    async def main() -> Finish | Stopped | None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -416,9 +419,24 @@ def _drive(runner: Runner, coro_factory: Any, *, ask: bool) -> Finish | None:
                     )
                 )
 
+        terms: list[float] = []
+
+        def on_sigterm() -> None:
+            if terms:  # a second SIGTERM: stop at once, still resumable
+                aborted.append(True)
+                task.cancel()
+                return
+            terms.append(time.monotonic())
+            print(
+                "\nfleetwave: SIGTERM: finishing the steps in flight, then stopping (resumable)",
+                file=sys.stderr,
+            )
+            runner.request_stop("SIGTERM")
+
         loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         try:
-            finish: Finish = await coro_factory()
+            finish: Finish | Stopped = await coro_factory()
             return finish
         except asyncio.CancelledError:
             if aborted:
@@ -426,6 +444,7 @@ def _drive(runner: Runner, coro_factory: Any, *, ask: bool) -> Finish | None:
             raise
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
             await runner.transport.close()
             for close in runner.closers:
                 await close()
@@ -435,16 +454,36 @@ def _drive(runner: Runner, coro_factory: Any, *, ask: bool) -> Finish | None:
     return asyncio.run(main())
 
 
-def _report(finish: Finish | None, runner: Runner, ctx: _Context) -> int:
+def _report(finish: Finish | Stopped | None, runner: Runner, ctx: _Context) -> int:
     dep = runner.info.deployment_id
     if finish is None:
         ctx.journal.set_state(dep, "interrupted", now=time.time())
         print(f"fleetwave: aborted; resume with: fleetwave resume -f ... {dep}", file=sys.stderr)
         return EXIT_ABORTED
+    if isinstance(finish, Stopped):
+        for host, why in finish.out_of_rotation:
+            print(f"fleetwave: out of rotation: {host}: {why}", file=sys.stderr)
+        print(
+            f"fleetwave: {finish.state}: {finish.reason}; resume with: "
+            f"fleetwave resume -f ... {dep}",
+            file=sys.stderr,
+        )
+        return _exit_for_stop(finish)
     for host, why in finish.failed:
         print(f"fleetwave: failed host {host}: {why}", file=sys.stderr)
+    for host, why in finish.out_of_rotation:
+        print(f"fleetwave: out of rotation: {host}: {why}", file=sys.stderr)
     print(f"deployment {dep}: {finish.result}", file=sys.stderr)
     return EXIT_BY_RESULT[finish.result]
+
+
+def _exit_for_stop(stopped: Stopped) -> int:
+    """SIGTERM: INTERRUPTED; a fleetwave error: its own code; anything else: INTERNAL."""
+    if stopped.error is None:
+        return EXIT_ABORTED
+    if isinstance(stopped.error, FleetwaveError):
+        return int(stopped.error.exit_code)
+    return ExitCode.INTERNAL
 
 
 def _recorded_result(row: DeploymentRow) -> Result | None:
@@ -513,6 +552,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     dep = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     with ExitStack() as stack:
         lock = stack.enter_context(_locked(ctx, args, dep))
+        sink, metrics = _sinks(args, ctx, stack, plan)
+        info = DeploymentInfo(
+            dep,
+            plan,
+            args.package.resolve(),
+            manifest.package_id,
+            ctx.pipeline.deploy.drain_timeout_s,
+        )
+        # Pre-flight (known_hosts, identity, balancers) before the deployment row
+        # exists: a refusal leaves nothing that looks like a running deployment.
+        runner = _runner(ctx, info, sink, metrics, str(manifest.version))
         ctx.journal.create_deployment(
             deployment_id=dep,
             pipeline=ctx.pipeline.name,
@@ -524,15 +574,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             controller=controller_id(),
         )
         lock.set_deployment(dep)
-        sink, metrics = _sinks(args, ctx, stack, plan)
-        info = DeploymentInfo(
-            dep,
-            plan,
-            args.package.resolve(),
-            manifest.package_id,
-            ctx.pipeline.deploy.drain_timeout_s,
-        )
-        runner = _runner(ctx, info, sink, metrics, str(manifest.version))
         finish = _drive(runner, lambda: runner.run(extra), ask=sys.stdin.isatty() and not args.yes)
         return _report(finish, runner, ctx)
 
@@ -544,7 +585,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     extra = _override(ctx, args)
     with ExitStack() as stack:
         stack.enter_context(_locked(ctx, args, row.id))
-        if row.state == "finished":
+        if row.state == "finished" and _recorded_result(row) is not Result.ROLLBACK_INCOMPLETE:
             print(f"deployment {row.id}: already finished: {row.result}", file=sys.stderr)
             return _exit_for(row)
         ctx.journal.set_state(row.id, row.state, now=time.time(), controller=controller_id())
@@ -561,8 +602,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     """Roll back: ask the running controller, or do it here when none runs."""
     ctx = _context(args.file)
     row = _pick(ctx, args.deployment)
+    latest = ctx.journal.latest(ctx.pipeline.name, ctx.pipeline.environment)
+    if latest is None or latest.id != row.id:
+        # Rolling back an older deployment would revert every later one blindly.
+        raise UsageError(
+            f"deployment {row.id} is not the latest of {ctx.pipeline.name} "
+            f"({ctx.pipeline.environment})"
+            + (f"; the latest is {latest.id}" if latest is not None else "")
+            + ": only the latest deployment can be rolled back"
+        )
     recorded = _recorded_result(row)
-    if row.state == "finished" and recorded is not None and recorded.rolled_back:
+    if row.state == "finished" and recorded is Result.ROLLED_BACK:
         print(f"deployment {row.id}: already {recorded}", file=sys.stderr)
         return EXIT_BY_RESULT[recorded]
     if not args.yes:
@@ -614,6 +664,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         out["deployment"] = _row_dict(row)
         out["hosts"] = counts
         out["failed"] = failed
+        left = out_of_rotation(state)
+        out["skipped"] = {n: why for n, label, why in left if label == "operator"}
+        out["out_of_rotation"] = {n: {"reason": label, "why": why} for n, label, why in left}
         out["engine_phase"] = state.phase.value
         out["waiting"] = {
             sid: {"phase": st.phase.value, "verdict": st.verdict, "for": st.waiting}
@@ -663,6 +716,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         if "post_deploy_watch_until" in out:
             print(f"post-deploy watch until {out['post_deploy_watch_until']}")
+        for h, o in sorted(out["out_of_rotation"].items()):
+            print(f"out of rotation ({o['reason']}): {h}: {o['why']}")
     if holder:
         print(f"lock: {holder.describe()}")
     return 0

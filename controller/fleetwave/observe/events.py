@@ -115,11 +115,23 @@ class AlarmsEvaluated:
     readings: tuple[AlarmReading, ...]
 
 
+@dataclass(frozen=True)
+class HostsOutOfRotation:
+    """Every host the deployment leaves out of rotation so far, with why:
+    ``(host, reason, why)``; reasons ``operator``, ``failed``, ``rollback_failed``,
+    ``stopped`` (mid-step when the controller stopped; resume finishes it)."""
+
+    deployment_id: str
+    at: float
+    hosts: tuple[tuple[str, str, str], ...]
+
+
 ObservedEvent = (
     DeploymentChanged
     | StageChanged
     | HostStep
     | HostsSummary
+    | HostsOutOfRotation
     | Note
     | GateVerdict
     | AlarmStateChanged

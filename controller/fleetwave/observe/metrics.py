@@ -15,6 +15,7 @@ from fleetwave.observe.events import (
     AlarmsEvaluated,
     DeploymentChanged,
     GateVerdict,
+    HostsOutOfRotation,
     HostsSummary,
     HostStep,
     ObservedEvent,
@@ -26,6 +27,8 @@ from fleetwave.observe.events import (
 ALARM_STATE_VALUE = {"OK": 0.0, "ALARM": 1.0, "INSUFFICIENT_DATA": -1.0}
 VERDICTS = ("ok", "wait", "hold", "fail")
 
+#: The ``reason`` label values of ``fleetwave_hosts_out_of_rotation``.
+OUT_OF_ROTATION_REASONS = ("operator", "failed", "rollback_failed", "stopped")
 _STEP_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 _STAGE_BUCKETS = (10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 
@@ -98,6 +101,15 @@ class MetricsSink:
             ["skip"],
             registry=r,
         )
+        self.out_of_rotation = Gauge(
+            "fleetwave_hosts_out_of_rotation",
+            "Hosts the deployment leaves out of rotation, by reason "
+            "(operator, failed, rollback_failed, stopped)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in OUT_OF_ROTATION_REASONS:
+            self.out_of_rotation.labels(reason).set(0)
         self._stage_start: dict[str, float] = {}
 
     def emit(self, event: ObservedEvent) -> None:
@@ -110,6 +122,12 @@ class MetricsSink:
             counts = dict(event.by_phase)
             for phase in set(counts) | self._seen_phases():
                 self.hosts.labels(phase).set(counts.get(phase, 0))
+        elif isinstance(event, HostsOutOfRotation):
+            counts = {reason: 0 for reason in OUT_OF_ROTATION_REASONS}
+            for _host, reason, _why in event.hosts:
+                counts[reason] = counts.get(reason, 0) + 1
+            for reason, n in counts.items():
+                self.out_of_rotation.labels(reason).set(n)
         elif isinstance(event, HostStep) and event.outcome != "start":
             self.step_duration.labels(event.step, event.outcome).observe(event.duration_s or 0.0)
         elif isinstance(event, StageChanged):
@@ -117,7 +135,6 @@ class MetricsSink:
                 self._stage_start.setdefault(event.stage, event.at)
             elif event.phase == "done" and event.stage in self._stage_start:
                 self.stage_duration.observe(event.at - self._stage_start.pop(event.stage))
-
         elif isinstance(event, AlarmsEvaluated):
             for row in event.readings:
                 self.alarm_state.labels(row.alarm, row.scope).set(

@@ -28,11 +28,13 @@ from fleetwave.rollout.transitions import (
     Step,
     begin_rollback,
     check_alarms,
+    continue_rollback,
     current_wave_target,
     host_failed,
     host_step,
     next_wave,
     recheck_stage,
+    skip_held,
     stage_step,
     start_wave,
 )
@@ -56,6 +58,7 @@ from fleetwave.rollout.types import (
     ProbeStage,
     Resumed,
     ReturnHost,
+    RollbackContinued,
     RollbackRequested,
     StageProbed,
     TimerElapsed,
@@ -98,6 +101,8 @@ def _dispatch(tx: Tx, event: Event) -> None:
         tx.state = replace(st, override=event)
     elif isinstance(event, RollbackRequested):
         begin_rollback(tx, f"{event.reason} (by {event.by})")
+    elif isinstance(event, RollbackContinued):
+        continue_rollback(tx)
     elif isinstance(event, HostDrained):
         host_step(tx, event.host, Step.DRAINED)
     elif isinstance(event, HostInstalled):
@@ -126,7 +131,10 @@ def _stage_probed(tx: Tx, event: StageProbed) -> None:
     if tx.stage(event.stage_id).phase is not StagePhase.PROBING:
         return
     for h in tx.stage_hosts(event.stage_id):
-        tx.set_host(h.name, serving=h.name in event.serving)
+        if h.name in event.held:
+            skip_held(tx, h.name, event.held[h.name])
+        else:
+            tx.set_host(h.name, serving=h.name in event.serving)
     stage_step(tx, event.stage_id, StageStep.PROBED)
 
 

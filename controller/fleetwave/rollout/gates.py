@@ -269,6 +269,12 @@ async def run_command(
             os.killpg(proc.pid, 9)
         out, _ = await proc.communicate()
         status = None
+    except asyncio.CancelledError:
+        # Cancelled (a stop, the runner's gate deadline): never orphan the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        await proc.wait()  # reaped: killed at once, so this does not block
+        raise
     text = (out or b"")[-_OUTPUT_TAIL:].decode("utf-8", "replace")
     return CommandOutcome(command, status, text, loop.time() - start)
 
@@ -284,6 +290,11 @@ class PreprodTestsGate:
     runner: Callable[[str, float, Mapping[str, str]], Any] = run_command
     kind: OverrideTarget | None = None
     _done: dict[tuple[str, float], Verdict] = field(default_factory=dict)
+
+    def time_limit_s(self, target: BakeTarget) -> float:
+        """The longest a check of ``target`` may take: every test up to its timeout."""
+        stage = target.stage
+        return self.timeout_s * len(stage.tests) if stage is not None else 0.0
 
     async def check(self, target: BakeTarget, window_start: float, now: float) -> Verdict:
         stage = target.stage
@@ -362,6 +373,11 @@ class Gates:
         skip: frozenset[OverrideTarget] = frozenset(),
     ) -> Verdict:
         return await _check(self.bake, target, window_start, now, skip)
+
+    def bake_time_limit_s(self, target: BakeTarget) -> float:
+        """How long the bake gates may take by their own limits (pre-production tests
+        run up to their timeout); the runner's gate deadline comes on top of it."""
+        return sum(g.time_limit_s(target) for g in self.bake if isinstance(g, PreprodTestsGate))
 
 
 async def _check(

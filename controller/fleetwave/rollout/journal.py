@@ -408,6 +408,25 @@ class Journal:
                 (deployment_id, "rollback", reason, by, now),
             )
 
+    def pending_requests(self, deployment_id: str) -> list[Request]:
+        """Requests for a deployment not yet consumed, oldest first. The runner journals
+        each one's event first and only then calls :meth:`consume_requests`, so a crash
+        in between replays the request instead of losing it."""
+        rows = self._db.execute(
+            "SELECT id, kind, reason, requested_by FROM requests"
+            " WHERE deployment_id=? AND consumed_at IS NULL ORDER BY id",
+            (deployment_id,),
+        ).fetchall()
+        return [Request(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def consume_requests(self, ids: list[int], now: float) -> None:
+        """Mark requests consumed (after their events were journalled)."""
+        if ids:
+            with self._write() as db:
+                db.executemany(
+                    "UPDATE requests SET consumed_at=? WHERE id=?", [(now, i) for i in ids]
+                )
+
     def take_requests(self, deployment_id: str, now: float) -> list[Request]:
         """Pending requests for a deployment, marked consumed in the same transaction."""
         rows = self._db.execute(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fleetwave.errors import ForeignReleaseError
 from fleetwave.rollout._tx import Tx
 from fleetwave.rollout.state import INFLIGHT, HostPhase, Phase
 from fleetwave.rollout.transitions import (
@@ -53,10 +54,17 @@ def _settle_from_facts(tx: Tx, facts: Mapping[str, HostFacts]) -> set[str]:
         if host.phase is H.INSTALLING and host.before is None and fact.before_known:
             host = tx.set_host(name, before=BeforeRelease(fact.before))
         before = host.before
-        if host.phase is H.INSTALLING and before is not None and fact.current != before.release:
-            tx.set_host(name, release=fact.current)
-            host_step(tx, name, Step.INSTALLED)
-            settled.add(name)
+        if host.phase is H.INSTALLING and before is not None:
+            installed = fact.deployed
+            if installed is None:  # a journal from before package ids were compared
+                installed = fact.current != before.release
+            if installed:
+                tx.set_host(name, release=fact.current)
+                host_step(tx, name, Step.INSTALLED)
+                settled.add(name)
+            elif fact.current != before.release:
+                _leave_alone(tx, name, fact.current, before.release)
+                settled.add(name)
         elif (
             host.phase is H.RB_ROLLING_BACK
             and before is not None
@@ -65,6 +73,20 @@ def _settle_from_facts(tx: Tx, facts: Mapping[str, HostFacts]) -> set[str]:
             host_step(tx, name, Step.ROLLED_BACK)
             settled.add(name)
     return settled
+
+
+def _leave_alone(tx: Tx, name: str, current: str | None, before: str | None) -> None:
+    """The host runs neither our package nor the release it ran before our install
+    (someone else changed it): report it, and never install or roll back over it."""
+    why = (
+        f"resume: {ForeignReleaseError.__name__}: runs {current or 'no release'}, neither "
+        f"this deployment's package nor {before or 'no release'} it ran before; left alone"
+    )
+    tx.set_host(name, failure=why)
+    host_step(tx, name, Step.FAILED)
+    # While rolling back, FAILED queues the host for the rollback: take it out of the
+    # queue (a rollback checks the host again, and refuses it too).
+    host_step(tx, name, Step.BLOCKED)
 
 
 __all__ = ["resumed"]

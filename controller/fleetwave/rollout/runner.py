@@ -5,120 +5,110 @@ journals every action's intent, and starts a task per action. Tasks never decide
 anything: they carry the action out through the seams (``Transport``,
 ``LoadBalancer``, ``Gates``, ``Clock``) and turn the outcome into the next event.
 Partial failure is data: an error on one host becomes a ``HostFailed`` event.
+
+The host steps themselves (and their retries) are in ``hoststeps.py``; what resume
+learns from the fleet before it goes on is in ``reconcile.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import socket
-import time
-from collections import Counter
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from fleetwave.config.spec import OverrideTarget
-from fleetwave.errors import (
-    EngineStalledError,
-    FleetwaveError,
-    LeaseRefusedError,
-    LoadBalancerError,
-    RemoteAgentError,
-    TransportError,
-)
-from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState
+from fleetwave.errors import EngineStalledError, FleetwaveError, JournalError, LeaseRefusedError
+from fleetwave.lb.base import LoadBalancer
 from fleetwave.observe.events import (
     AlarmsEvaluated,
-    AlarmStateChanged,
     DeploymentChanged,
     EventSink,
-    GateVerdict,
-    HostsSummary,
-    HostStep,
+    HostsOutOfRotation,
     Note,
-    OverrideRecorded,
-    StageChanged,
 )
-from fleetwave.planning.model import HostRef, Plan
+from fleetwave.planning.model import Plan
 from fleetwave.rollout.engine import decide
 from fleetwave.rollout.gates import BakeTarget, Gates
+from fleetwave.rollout.hoststeps import DEFAULT_STEP_RETRY, HostAction, HostSteps
 from fleetwave.rollout.journal import Journal
 from fleetwave.rollout.lease import LeaseKeeper
-from fleetwave.rollout.state import FAILED, INFLIGHT, HostPhase, Phase, State, initial_state
+from fleetwave.rollout.observing import state_events, trail_events
+from fleetwave.rollout.reconcile import reconcile
+from fleetwave.rollout.scheduler import finish_action
+from fleetwave.rollout.seams import Clock, DeploymentInfo, SystemClock, controller_id
+from fleetwave.rollout.state import (
+    FAILED,
+    FORWARD_FAILED,
+    INFLIGHT,
+    Phase,
+    State,
+    initial_state,
+    out_of_rotation,
+)
 from fleetwave.rollout.types import (
     Action,
-    AlarmChanged,
-    BeforeRelease,
     CheckBlockers,
     CheckGate,
     DeploymentStarted,
     DrainHost,
     Event,
-    FailureKind,
     Finish,
     GateResult,
-    HostDrained,
     HostFacts,
-    HostFailed,
-    HostInstalled,
-    HostOp,
-    HostReturned,
-    HostRolledBack,
     InstallOnHost,
-    OverrideGranted,
     ProbeStage,
+    Result,
     Resumed,
     ReturnHost,
+    RollbackContinued,
     RollbackHost,
     RollbackRequested,
-    StageProbed,
+    Stopped,
     Target,
     TimerElapsed,
     Verdict,
     WaitUntil,
 )
 from fleetwave.rollout.watching import AlarmReading, Watcher
-from fleetwave.transport.base import AgentSession, Transport
+from fleetwave.transport.base import Transport
+from fleetwave.transport.retry import RetryPolicy
 
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep_until(self, t: float) -> None: ...
-
-
-class SystemClock:
-    """Wall-clock time (the journal stores it; bakes are measured in it)."""
-
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep_until(self, t: float) -> None:
-        await asyncio.sleep(max(0.0, t - time.time()))
+DEFAULT_GATE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
-class DeploymentInfo:
-    deployment_id: str
-    plan: Plan
-    package_path: Path
-    package_id: str
-    drain_timeout_s: float = 60.0
+class _StopRequest:
+    reason: str
 
 
-def controller_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+@dataclass(frozen=True)
+class _Wake:
+    """Wakes the loop once the last task of a stopping runner is gone."""
 
 
-def release_version(summary: Any) -> str | None:
-    """The version of an agent release summary (``{"version": ...}``), or None."""
-    if isinstance(summary, dict):
-        v = summary.get("version")
-        return v if isinstance(v, str) else None
-    return summary if isinstance(summary, str) else None
+@dataclass(frozen=True)
+class _Failure:
+    """A task or the request poller raised: the runner stops (never silently)."""
+
+    what: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class _FromRequest:
+    """A rollback request from another process; consumed once its event is journalled."""
+
+    event: RollbackRequested
+    request_id: int
+
+
+def _by(events: list[Event]) -> str:
+    for e in events:
+        if isinstance(e, RollbackRequested):
+            return e.by
+    return "resume"
 
 
 def replay(plan: Plan, journal: Journal, deployment_id: str) -> State:
@@ -145,6 +135,8 @@ class Runner:
         request_poll_s: float | None = 1.0,
         watcher: Watcher | None = None,
         post_deploy_watch_s: float = 0.0,
+        retry: RetryPolicy = DEFAULT_STEP_RETRY,
+        gate_timeout_s: float = DEFAULT_GATE_TIMEOUT_S,
         leases: LeaseKeeper | None = None,
     ) -> None:
         self.info = info
@@ -159,17 +151,38 @@ class Runner:
         #: Closed by the caller with the transport (the watcher's own transport).
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.post_deploy_watch_s = post_deploy_watch_s
-        self.leases = leases
+        self.gate_timeout_s = gate_timeout_s
         self.state: State = initial_state(info.plan)
-        self._hosts = {h.name: h for h in info.plan.hosts()}
-        self._sessions: dict[str, AgentSession] = {}
-        self._session_locks: dict[str, asyncio.Lock] = {}
-        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.steps = HostSteps(
+            info,
+            journal=journal,
+            transport=transport,
+            balancers=balancers,
+            clock=self.clock,
+            retry=retry,
+            emit=self._emit,
+            leases=leases,
+        )
+        self._queue: asyncio.Queue[
+            Event | _StopRequest | _Wake | _Failure | _FromRequest | BaseException
+        ] = asyncio.Queue()
+        self._tasks: dict[asyncio.Task[None], Action] = {}
+        # Set once the runner stops early: (reason, journal state, error).
+        self._stopping: tuple[str, str, BaseException | None] | None = None
+        self._finishing: set[str] = set()  # hosts whose steps run on while stopping
+
+    @property
+    def leases(self) -> LeaseKeeper | None:
+        """The host leases (None: not leased); the host steps carry them."""
+        return self.steps.leases
+
+    @leases.setter
+    def leases(self, keeper: LeaseKeeper | None) -> None:
+        self.steps.leases = keeper
 
     # -- entry points ---------------------------------------------------------------------
 
-    async def run(self, extra: list[Event] | None = None) -> Finish:
+    async def run(self, extra: list[Event] | None = None) -> Finish | Stopped:
         """Start a new deployment (already created in the journal); ``extra`` events
         (an override) are decided right after the start."""
         try:
@@ -181,31 +194,60 @@ class Runner:
             raise
         return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
 
-    async def resume(self, extra: list[Event] | None = None) -> Finish:
-        """Continue from the journal: replay, reconcile with balancers and agents, go on."""
+    async def resume(self, extra: list[Event] | None = None) -> Finish | Stopped:
+        """Continue from the journal: replay, reconcile with balancers and agents, go on.
+        A ``rollback_incomplete`` deployment continues its rollback."""
         self.replay()
-        if self.state.phase is Phase.FINISHED and not extra:
+        self._consume_journalled_requests()
+        st = self.state
+        if st.phase is Phase.FINISHED and st.result is Result.ROLLBACK_INCOMPLETE:
+            by = _by(extra or [])
+            extra = [e for e in extra or [] if not isinstance(e, RollbackRequested)]
+            extra.append(RollbackContinued(by))
+        if st.phase is Phase.FINISHED and not extra:
             return self._finished_action()
         await self._take_leases()
-        if self.state.phase is Phase.PENDING:
+        if st.phase is Phase.PENDING:
             # The crash came before the first decision: nothing was done yet.
             return await self._loop([DeploymentStarted(self.post_deploy_watch_s), *(extra or [])])
+        if st.phase is not Phase.FINISHED:
+            # An interrupted or aborted row is running again.
+            self.journal.set_state(self.info.deployment_id, st.phase.value, now=self.clock.now())
         facts = await self.reconcile()
         return await self._loop([Resumed(facts), *(extra or [])])
 
-    async def rollback(self, reason: str, by: str) -> Finish:
-        """Roll back a stopped deployment (crashed, interrupted or finished)."""
+    async def rollback(self, reason: str, by: str) -> Finish | Stopped:
+        """Roll back a stopped deployment (crashed, interrupted or finished), or continue
+        the rollback of a ``rollback_incomplete`` one."""
         return await self.resume([RollbackRequested(reason, by)])
 
     def request_rollback(self, reason: str, by: str) -> None:
         """Ask the running loop to roll back (from a signal handler or another task)."""
         self._queue.put_nowait(RollbackRequested(reason, by))
 
+    def request_stop(self, reason: str) -> None:
+        """Ask the running loop to stop cleanly (SIGTERM): no new steps; in-flight hosts
+        finish their steps and are returned; the deployment stays resumable."""
+        self._queue.put_nowait(_StopRequest(reason))
+
     async def _take_leases(self) -> None:
         """Lease every host before the first step (LeaseRefusedError: another
         deployment holds one; nothing was touched)."""
         if self.leases is not None:
-            await self.leases.start(self._hosts.values(), self._session)
+            await self.leases.start(self.steps.hosts.values(), self.steps.session)
+
+    def _consume_journalled_requests(self) -> None:
+        """A crash between journalling a request's event and consuming the request
+        leaves it pending: its event is replayed, so it is consumed now."""
+        pending = {r.id for r in self.journal.pending_requests(self.info.deployment_id)}
+        if not pending:
+            return
+        done = [
+            e.request_id
+            for _, e in self.journal.events(self.info.deployment_id)
+            if isinstance(e, RollbackRequested) and e.request_id in pending
+        ]
+        self.journal.consume_requests([i for i in done if i is not None], self.clock.now())
 
     def replay(self) -> State:
         """Rebuild the engine state from the journal's recorded events."""
@@ -226,93 +268,55 @@ class Runner:
                 result=result.value,
                 reason=self.state.rollback_reason,
             )
-        failed = tuple(
-            (h.name, h.failure or "") for h in self.state.hosts.values() if h.phase in FAILED
-        )
-        return Finish(result, failed, self.state.rollback_reason)
+        phases = FAILED if result.rolled_back else FORWARD_FAILED
+        failed = tuple(h.name for h in self.state.hosts.values() if h.phase in phases)
+        return finish_action(self.state, failed)
 
     # -- reconciliation -------------------------------------------------------------------
 
     async def reconcile(self) -> dict[str, HostFacts]:
-        """Facts for every host a crash may have left half-done, plus a balancer check
-        that every settled touched host is where the journal says it is."""
-        known = self.journal.facts(self.info.deployment_id)
-        inflight = [h for h in self.state.hosts.values() if h.phase in INFLIGHT]
-
-        async def fact(name: str) -> tuple[str, HostFacts | None]:
-            before = known.get(name, {}).get("before")
-            try:
-                session = await self._session(self._hosts[name])
-                status = await session.call("status", {"probe_health": False})
-            except FleetwaveError as exc:
-                self._note(f"resume: {name}: agent unreachable ({exc}); re-issuing its step")
-                return name, None
-            return name, HostFacts(
-                current=release_version(status.get("current")),
-                before_known=before is not None,
-                before=None if before is None else before.get("release"),
-            )
-
-        results = await asyncio.gather(*(fact(h.name) for h in inflight))
-        await self._reconcile_balancers()
-        return {name: f for name, f in results if f is not None}
-
-    async def _reconcile_balancers(self) -> None:
-        """Failed hosts must still be out of rotation (a balancer reload can undo a
-        drain); done hosts found out of rotation are only reported, since an operator
-        may have taken them out on purpose."""
-        expected: dict[str, dict[ServerRef, ServerState]] = {}
-        done: list[ServerRef] = []
-        for h in self.state.hosts.values():
-            ref = self._hosts[h.name].lb
-            if ref is None or ref.lb not in self.balancers:
-                continue
-            if h.phase in FAILED:
-                expected.setdefault(ref.lb, {})[ref] = ServerState.MAINT
-            elif h.phase in (HostPhase.DONE, HostPhase.ROLLED_BACK):
-                done.append(ref)
-        for name, refs in expected.items():
-            try:
-                fixed = await self.balancers[name].reconcile(
-                    refs, timeout_s=self.info.drain_timeout_s
-                )
-            except FleetwaveError as exc:
-                self._note(f"resume: balancer {name}: {exc}")
-                continue
-            for ref in fixed:
-                self._note(f"resume: {ref} was back in rotation; drained it again")
-        for ref in done:
-            try:
-                status = await self.balancers[ref.lb].status(ref)
-            except FleetwaveError as exc:
-                self._note(f"resume: {ref}: {exc}")
-                continue
-            if status.state is not ServerState.READY:
-                self._note(f"resume: {ref} is {status.state.value}; left as it is")
+        """What the agents and balancers say about the hosts a crash left half-done."""
+        return await reconcile(self.state, self.steps)
 
     # -- the loop -------------------------------------------------------------------------
 
-    async def _loop(self, first: list[Event]) -> Finish:
+    async def _loop(self, first: list[Event]) -> Finish | Stopped:
         for e in first:
             self._queue.put_nowait(e)
         dep = self.info.deployment_id
         poller = None
         if self.request_poll_s is not None:
             poller = asyncio.create_task(self._poll_requests(self.request_poll_s))
+            poller.add_done_callback(self._helper_done("the rollback-request poller"))
         watch = None
         if self.watcher is not None:
             watch = asyncio.create_task(self._watch(self.watcher))
+            watch.add_done_callback(self._helper_done("the watcher"))
         renewer = None
         if self.leases is not None:
             renewer = asyncio.create_task(self.leases.renew_forever())
+            renewer.add_done_callback(self._helper_done("the lease renewer"))
         try:
             while True:
+                if self._stopping is not None and not self._tasks and self._queue.empty():
+                    return self._stopped()
                 item = await self._queue.get()
+                if isinstance(item, _Wake):
+                    continue
                 if isinstance(item, BaseException):
-                    raise item
+                    raise item  # not an Exception (a kill, an exit): nothing to save
+                if isinstance(item, _StopRequest):
+                    self._begin_stop(item.reason, "interrupted", None)
+                    continue
+                if isinstance(item, _Failure):
+                    self._begin_stop(item.what, "aborted", item.error)
+                    continue
+                request_id = item.request_id if isinstance(item, _FromRequest) else None
+                if isinstance(item, _FromRequest):
+                    item = item.event
                 now = self.clock.now()
                 self._observe_input(item, now)
-                actions = self._decide(item, now)  # durable before any action starts
+                actions = self._decide(item, now, request_id)  # durable before any runs
                 for action in actions:
                     if isinstance(action, Finish):
                         self._emit(
@@ -324,7 +328,11 @@ class Runner:
                             await self.leases.release_all()
                         return action
                     self._spawn(action)
-                if not self._tasks and self._queue.empty():
+                if self._stopping is not None:
+                    self._finishing &= {
+                        n for n in self._finishing if self.state.hosts[n].phase in INFLIGHT
+                    }
+                elif not self._tasks and self._queue.empty():
                     raise EngineStalledError(
                         f"deployment {dep}: the engine is waiting with nothing in flight "
                         f"after {type(item).__name__}; the journal is intact, try resume"
@@ -334,22 +342,26 @@ class Runner:
             for task in [*background, *self._tasks]:
                 task.cancel()
             await asyncio.gather(*self._tasks, *background, return_exceptions=True)
-            await self._close_sessions()
+            await self.steps.close()
 
-    def _decide(self, item: Event, now: float) -> list[Action]:
-        """One decision, journalled as one commit: the event, the state change, and
-        the intent of every action up to the Finish (the rest is never carried out)."""
+    def _decide(self, item: Event, now: float, request_id: int | None) -> list[Action]:
+        """One decision, journalled as one commit: the event, the request it consumes
+        (journalled with it, so a crash before the commit replays the request), the
+        state change, and the intent of every action that will run, up to the Finish.
+        While stopping, only the steps of hosts in flight run; resume re-issues the
+        rest."""
         dep = self.info.deployment_id
         taken: list[Action] = []
         with self.journal.transaction():
             self.journal.record_event(dep, item, now)
+            if request_id is not None:
+                self.journal.consume_requests([request_id], now)
             before = self.state
             self.state, actions = decide(self.state, item, now)
             self._observe(before, self.state, now)
             for action in actions:
-                self.journal.record_intent(dep, action, now)
-                taken.append(action)
                 if isinstance(action, Finish):
+                    self.journal.record_intent(dep, action, now)
                     self.journal.set_state(
                         dep,
                         "finished",
@@ -357,18 +369,97 @@ class Runner:
                         result=action.result.value,
                         reason=action.rollback_reason,
                     )
+                    taken.append(action)
                     break
+                if self._stopping is not None and not self._continues(action):
+                    continue
+                self.journal.record_intent(dep, action, now)
+                taken.append(action)
         return taken
+
+    # -- stopping early -------------------------------------------------------------------
+
+    def _begin_stop(self, reason: str, state: str, error: BaseException | None) -> None:
+        """Stop starting anything new: timers, gates and probes are cancelled; hosts with
+        a step in flight carry on until they are settled (returned, or failed)."""
+        if self._stopping is not None:
+            self._note(f"while stopping: {reason}")
+            return
+        self._stopping = (reason, state, error)
+        self._finishing = {n for n, h in self.state.hosts.items() if h.phase in INFLIGHT}
+        for task, action in list(self._tasks.items()):
+            if not isinstance(action, HostAction):
+                task.cancel()
+        self._note(
+            f"stopping: {reason}: no new steps; {len(self._finishing)} host(s) in flight "
+            "finish theirs"
+        )
+
+    def _continues(self, action: Action) -> bool:
+        """While stopping, only the steps of hosts that were in flight go on."""
+        return isinstance(action, HostAction) and action.host in self._finishing
+
+    def _stopped(self) -> Stopped:
+        assert self._stopping is not None
+        reason, state, error = self._stopping
+        dep = self.info.deployment_id
+        now = self.clock.now()
+        left = [(n, r, why) for n, r, why in out_of_rotation(self.state)]
+        # Hosts whose step died with the error (others started after the stop never
+        # ran a step: resume issues it).
+        left += [
+            (n, "stopped", f"stopped during {self.state.hosts[n].phase.value}; resume finishes it")
+            for n in sorted(self._finishing)
+            if self.state.hosts[n].phase in INFLIGHT
+        ]
+        detail: dict[str, Any] = {"reason": reason, "state": state}
+        if error is not None:
+            detail["error"] = f"{type(error).__name__}: {error}"
+            detail["traceback"] = "".join(traceback.format_exception(error))
+        try:
+            self.journal.audit(dep, "stopped", detail, now)
+            self.journal.set_state(dep, state, now=now, reason=reason)
+        except JournalError as exc:  # the journal may be what broke
+            self._note(f"could not journal the stop: {exc}")
+        if "traceback" in detail:
+            self._note(f"{state}: {detail['error']}\n{detail['traceback']}")
+        self._emit(HostsOutOfRotation(dep, now, tuple(left)))
+        self._emit(DeploymentChanged(dep, now, state, None, reason))
+        return Stopped(reason, state, error, tuple((n, why) for n, _, why in left))  # type: ignore[arg-type]
 
     def _spawn(self, action: Action) -> None:
         task = asyncio.create_task(self._carry_out(action))
-        self._tasks.add(task)
+        self._tasks[task] = action
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._queue.put_nowait(task.exception())  # type: ignore[arg-type]
+        action = self._tasks.pop(task, None)
+        if self._stopping is not None and not self._tasks:
+            self._queue.put_nowait(_Wake())
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, Exception):
+            self._queue.put_nowait(exc)
+        elif exc is not None:
+            what = type(action).__name__ if action is not None else "a task"
+            if isinstance(action, HostAction):
+                what += f" on {action.host}"
+            self._queue.put_nowait(_Failure(f"{what} failed: {type(exc).__name__}: {exc}", exc))
+
+    def _helper_done(self, what: str) -> Callable[[asyncio.Task[None]], None]:
+        """A done callback for a helper task (the request poller, the watcher): its
+        failure stops the deployment and says why. Without the poller a rollback
+        request is lost; without the watcher no alarm can roll back."""
+
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                assert exc is not None
+                why = f"{what} failed: {type(exc).__name__}: {exc}"
+                self._queue.put_nowait(_Failure(why, exc))
+
+        return done
 
     async def _carry_out(self, action: Action) -> None:
         event = await self._execute(action)
@@ -376,11 +467,14 @@ class Runner:
             self._queue.put_nowait(event)
 
     async def _poll_requests(self, every: float) -> None:
+        seen: set[int] = set()
         while True:
             await asyncio.sleep(every)
-            for req in self.journal.take_requests(self.info.deployment_id, self.clock.now()):
-                if req.kind == "rollback":
-                    self._queue.put_nowait(RollbackRequested(req.reason, req.by))
+            for req in self.journal.pending_requests(self.info.deployment_id):
+                if req.kind == "rollback" and req.id not in seen:
+                    seen.add(req.id)
+                    event = RollbackRequested(req.reason, req.by, req.id)
+                    self._queue.put_nowait(_FromRequest(event, req.id))
 
     async def _watch(self, watcher: Watcher) -> None:
         """The watcher task: its alarm changes are engine events like any other."""
@@ -391,11 +485,7 @@ class Runner:
         async def sleep(seconds: float) -> None:
             await self.clock.sleep_until(self.clock.now() + seconds)
 
-        try:
-            await watcher.run(lambda: self.state, self._queue.put_nowait, readings, sleep)
-        except FleetwaveError as exc:
-            # Watching must not die silently: without it no alarm can roll back.
-            self._queue.put_nowait(exc)
+        await watcher.run(lambda: self.state, self._queue.put_nowait, readings, sleep)
 
     def _skips(self) -> frozenset[OverrideTarget]:
         override = self.state.override
@@ -420,20 +510,26 @@ class Runner:
             v = await self._gate(
                 self.gates.check_bake(
                     bake_target, action.window_start, self.clock.now(), self._skips()
-                )
+                ),
+                self.gates.bake_time_limit_s(bake_target),
             )
             return GateResult(action.target, "bake", v)
         if isinstance(action, ProbeStage):
-            return await self._probe(action.stage_id)
+            return await self.steps.probe(self.state.stage(action.stage_id))
         if isinstance(action, DrainHost | InstallOnHost | ReturnHost | RollbackHost):
-            return await self._host_action(action)
+            return await self.steps.run(action)
         return None
 
-    async def _gate(self, check: Awaitable[Verdict]) -> Verdict:
+    async def _gate(self, check: Awaitable[Verdict], own_limit_s: float = 0.0) -> Verdict:
+        # A gate that cannot answer (in time) is a reason to wait, never to pass. Gates
+        # with limits of their own (pre-production tests) get them on top.
+        deadline = self.gate_timeout_s + own_limit_s
         try:
-            return await check
+            async with asyncio.timeout(deadline):
+                return await check
+        except TimeoutError:
+            return Verdict.wait(f"gate gave no answer within {deadline:g} s")
         except FleetwaveError as exc:
-            # A gate that cannot answer is a reason to wait, never to pass.
             return Verdict.wait(f"gate error: {exc}")
 
     def _bake_target(self, target: Target) -> BakeTarget:
@@ -443,157 +539,6 @@ class Runner:
         stage = self.state.stage(target.stage_id)
         return BakeTarget(target, stage.bake, stage=stage)
 
-    async def _probe(self, stage_id: str) -> Event:
-        stage = self.state.stage(stage_id)
-
-        async def serving(host: HostRef) -> bool:
-            if host.lb is not None:
-                try:
-                    st = await self._lb(host).status(host.lb)
-                except FleetwaveError:
-                    return False
-                if st.state is not ServerState.READY or st.healthy is False:
-                    return False
-            return await self._agent_healthy(host)
-
-        flags = await asyncio.gather(*(serving(h) for h in stage.hosts))
-        return StageProbed(
-            stage_id, frozenset(h.name for h, ok in zip(stage.hosts, flags, strict=True) if ok)
-        )
-
-    async def _agent_healthy(self, host: HostRef) -> bool:
-        try:
-            status = await (await self._session(host)).call("status")
-        except FleetwaveError as exc:
-            if isinstance(exc, TransportError) and not isinstance(exc, RemoteAgentError):
-                self._sessions.pop(host.name, None)
-            return False
-        return status.get("current") is not None and status.get("healthy") is not False
-
-    async def _host_action(
-        self, action: DrainHost | InstallOnHost | ReturnHost | RollbackHost
-    ) -> Event:
-        host = self._hosts[action.host]
-        step = _HOST_OP[type(action)]
-        dep = self.info.deployment_id
-        start = self.clock.now()
-        self._emit(HostStep(dep, start, host.name, action.stage_id, step, "start"))
-        before: list[BeforeRelease] = []
-        try:
-            event = await self._do_host(action, host, before)
-        except FleetwaveError as exc:
-            if isinstance(exc, TransportError) and not isinstance(exc, RemoteAgentError):
-                self._sessions.pop(host.name, None)  # reconnect on the next step
-            kind = (
-                FailureKind.of_name(exc.error_type)
-                if isinstance(exc, RemoteAgentError)
-                else FailureKind.of_error(exc)
-            )
-            now = self.clock.now()
-            detail = {"kind": kind.value, "error": str(exc)}
-            self.journal.record_outcome(dep, action, False, detail, now)
-            self._emit(
-                HostStep(
-                    dep,
-                    now,
-                    host.name,
-                    action.stage_id,
-                    step,
-                    "failed",
-                    now - start,
-                    kind,
-                    str(exc),
-                )
-            )
-            return HostFailed(host.name, step, kind, str(exc), before[0] if before else None)
-        now = self.clock.now()
-        self.journal.record_outcome(dep, action, True, {}, now)
-        self._emit(HostStep(dep, now, host.name, action.stage_id, step, "ok", now - start))
-        return event
-
-    async def _do_host(
-        self,
-        action: DrainHost | InstallOnHost | ReturnHost | RollbackHost,
-        host: HostRef,
-        before: list[BeforeRelease],
-    ) -> Event:
-        if self.leases is not None:
-            await self.leases.ensure(host)  # before anything changes on the host
-        if isinstance(action, DrainHost):
-            assert host.lb is not None  # the engine drains only hosts with a balancer
-            drained = await self._lb(host).drain(host.lb, timeout_s=self.info.drain_timeout_s)
-            if drained.state not in (ServerState.MAINT, ServerState.DRAIN):
-                raise LoadBalancerError(f"{host.lb}: still {drained.state.value} after drain")
-            return HostDrained(host.name)
-        session = await self._session(host)
-        if self.leases is not None:
-            session = self.leases.session(session)  # every mutating call names the lease
-        if isinstance(action, InstallOnHost):
-            status = await session.call("status", {"probe_health": False})
-            prev = release_version(status.get("current"))
-            # Journalled before anything changes: resume compares it with the agent's
-            # current release to tell whether the install happened.
-            self.journal.record_fact(
-                self.info.deployment_id, host.name, "before", {"release": prev}, self.clock.now()
-            )
-            before.append(BeforeRelease(prev))
-            await session.ensure_package(self.info.package_path, self.info.package_id)
-            result = await session.call("install", {"package_id": self.info.package_id})
-            release = result.get("current_version") or result.get("version")
-            if not isinstance(release, str):
-                raise RemoteAgentError(host.name, "ProtocolError", f"install result: {result}", 8)
-            return HostInstalled(host.name, release, prev)
-        if isinstance(action, ReturnHost):
-            status = await session.call("status")
-            if status.get("healthy") is False or status.get("current") is None:
-                raise RemoteAgentError(
-                    host.name, "HealthCheckError", "agent health checks fail; not returning", 7
-                )
-            assert host.lb is not None
-            st = await self._lb(host).ready(host.lb)
-            if st.state is not ServerState.READY:
-                raise LoadBalancerError(f"{host.lb}: {st.state.value} after ready")
-            return HostReturned(host.name)
-        return await self._rollback_host(action, host, session)
-
-    async def _rollback_host(
-        self, action: RollbackHost, host: HostRef, session: AgentSession
-    ) -> Event:
-        status = await session.call("status", {"probe_health": False})
-        current = release_version(status.get("current"))
-        target = action.to_release
-        if current == target:
-            return HostRolledBack(host.name)
-        if target is None:
-            raise RemoteAgentError(host.name, "ReleaseNotFoundError", "no earlier release", 5)
-        if release_version(status.get("previous")) == target:
-            await session.call("rollback", {})
-        else:
-            await session.call("activate", {"version": target})
-        return HostRolledBack(host.name)
-
-    def _lb(self, host: HostRef) -> LoadBalancer:
-        assert host.lb is not None
-        try:
-            return self.balancers[host.lb.lb]
-        except KeyError:
-            raise LoadBalancerError(f"{host.lb}: no load balancer named {host.lb.lb!r}") from None
-
-    async def _session(self, host: HostRef) -> AgentSession:
-        lock = self._session_locks.setdefault(host.name, asyncio.Lock())
-        async with lock:
-            session = self._sessions.get(host.name)
-            if session is None:
-                session = await self.transport.open(host)
-                self._sessions[host.name] = session
-            return session
-
-    async def _close_sessions(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for s in sessions:
-            with contextlib.suppress(FleetwaveError, OSError):
-                await s.close()
-
     # -- observability --------------------------------------------------------------------
 
     def _emit(self, event: Any) -> None:
@@ -602,27 +547,8 @@ class Runner:
 
     def _observe_input(self, event: Event, now: float) -> None:
         """The decision trail in the event log: verdicts, alarm changes, overrides."""
-        dep = self.info.deployment_id
-        if isinstance(event, GateResult):
-            v = event.verdict
-            self._emit(
-                GateVerdict(dep, now, str(event.target), event.purpose, v.kind, v.reason, v.inputs)
-            )
-        elif isinstance(event, AlarmChanged):
-            self._emit(
-                AlarmStateChanged(
-                    dep,
-                    now,
-                    event.alarm,
-                    event.role.value,
-                    event.state.value,
-                    event.reason,
-                    event.evidence,
-                )
-            )
-        elif isinstance(event, OverrideGranted):
-            skip = tuple(sorted(t.value for t in event.skip))
-            self._emit(OverrideRecorded(dep, now, skip, event.reason, event.approver, event.by))
+        for observed in trail_events(self.info.deployment_id, event, now):
+            self._emit(observed)
 
     def _note(self, message: str) -> None:
         self._emit(Note(self.info.deployment_id, self.clock.now(), message))
@@ -631,24 +557,17 @@ class Runner:
         dep = self.info.deployment_id
         if new.phase is not old.phase and new.phase is not Phase.FINISHED:
             self.journal.set_state(dep, new.phase.value, now=now, reason=new.rollback_reason)
-            self._emit(DeploymentChanged(dep, now, new.phase.value, None, new.rollback_reason))
-        for sid, st in new.stages.items():
-            prev = old.stages[sid]
-            if st.phase is not prev.phase:
-                self._emit(StageChanged(dep, now, sid, st.phase.value))
-        if new.hosts is not old.hosts:
-            counts = Counter(h.phase.value for h in new.hosts.values())
-            per_stage = Counter((h.stage_id, h.phase.value) for h in new.hosts.values())
-            by_stage: dict[str, dict[str, int]] = {}
-            for (sid, phase), n in per_stage.items():
-                by_stage.setdefault(sid, {})[phase] = n
-            stages = tuple((sid, tuple(sorted(c.items()))) for sid, c in sorted(by_stage.items()))
-            self._emit(HostsSummary(dep, now, tuple(sorted(counts.items())), stages))
+        for observed in state_events(dep, old, new, now):
+            self._emit(observed)
 
 
-_HOST_OP: Mapping[type[Action], HostOp] = {
-    DrainHost: HostOp.DRAIN,
-    InstallOnHost: HostOp.INSTALL,
-    ReturnHost: HostOp.RETURN,
-    RollbackHost: HostOp.ROLLBACK,
-}
+__all__ = [
+    "DEFAULT_GATE_TIMEOUT_S",
+    "DEFAULT_STEP_RETRY",
+    "Clock",
+    "DeploymentInfo",
+    "Runner",
+    "SystemClock",
+    "controller_id",
+    "replay",
+]

@@ -7,7 +7,9 @@ Counting rules (documented in docs/engine.md):
   hosts with a step in flight;
 * serving (kept at or above ``min_serving``): hosts the stage probe found healthy and
   in rotation, minus those taken out since, plus those returned since. Failed hosts
-  and hosts that were unhealthy at stage start do not serve.
+  and hosts that were unhealthy at stage start do not serve. While rolling back the
+  floor counts hosts *able* to serve (:func:`~fleetwave.rollout.state.able_to_serve`):
+  also a healthy host we drained ourselves, which is returned first.
 
 The scheduler only says *when* a host takes :attr:`~Step.START`; where each step leads
 is :mod:`fleetwave.rollout.transitions`.
@@ -18,7 +20,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fleetwave.rollout._tx import Tx
-from fleetwave.rollout.state import INFLIGHT, HostPhase, HostState, Phase, StagePhase, State
+from fleetwave.rollout.state import (
+    FORWARD_FAILED,
+    INFLIGHT,
+    HostPhase,
+    HostState,
+    Phase,
+    StagePhase,
+    State,
+    able_to_serve,
+    out_of_rotation,
+)
 from fleetwave.rollout.transitions import (
     StageStep,
     Step,
@@ -79,6 +91,38 @@ def _fill_window(
         serving += int(after.serving) - int(host.serving)
 
 
+def _fill_rollback_window(
+    tx: Tx, hosts: list[HostState], waiting: list[HostState], cap: int, min_serving: int
+) -> None:
+    """The rollback's window: the floor counts hosts :func:`able_to_serve`. A fit host
+    we drained goes back into rotation first (a return costs no capacity and gives it
+    back) instead of being rolled back while it is out; hosts out of rotation go next;
+    serving hosts only while the floor allows."""
+    inflight = sum(1 for h in hosts if h.phase in INFLIGHT)
+    able = sum(1 for h in hosts if able_to_serve(h))
+
+    def order(h: HostState) -> int:
+        return 0 if _restorable(h) else 1 if not h.serving else 2
+
+    for host in sorted(waiting, key=order):
+        if inflight >= cap:
+            return
+        if _restorable(host):
+            host_step(tx, host.name, Step.RESTORE)
+            inflight += 1
+            continue
+        if host.serving and able - 1 < min_serving:
+            continue
+        host_step(tx, host.name, Step.START)
+        after = tx.host(host.name)  # steps that do not apply may have passed through
+        inflight += after.phase in INFLIGHT
+        able += int(able_to_serve(after)) - int(able_to_serve(host))
+
+
+def _restorable(host: HostState) -> bool:
+    return host.fit and host.has_lb and not host.serving and host.phase is H.RB_PENDING
+
+
 def _schedule_forward(tx: Tx) -> None:
     for stage in tx.state.index.values():
         if tx.state.phase is not Phase.RUNNING:
@@ -105,7 +149,7 @@ def _schedule_forward(tx: Tx) -> None:
     if st.phase is Phase.RUNNING and st.wave >= len(st.plan.waves):
         if st.watch_until is not None and tx.now < st.watch_until:
             return  # the post-deploy watch: the rollback alarm is still judged
-        failed = tx.hosts_in({H.FAILED})
+        failed = tx.hosts_in(FORWARD_FAILED)
         _finish(tx, Result.SUCCEEDED_WITH_FAILURES if failed else Result.SUCCEEDED, failed)
 
 
@@ -123,7 +167,7 @@ def _schedule_rollback(tx: Tx) -> None:
         active_regions.add(stage.region)
         b = stage.batching
         if waiting:
-            _fill_window(tx, hosts, waiting, b.rollback_batch, b.min_serving)
+            _fill_rollback_window(tx, hosts, waiting, b.rollback_batch, b.min_serving)
             hosts = tx.stage_hosts(stage.id)
         if not any(h.phase in INFLIGHT for h in hosts):
             for h in hosts:
@@ -136,8 +180,21 @@ def _schedule_rollback(tx: Tx) -> None:
 
 def _finish(tx: Tx, result: Result, failed: tuple[str, ...]) -> None:
     tx.state = replace(tx.state, phase=Phase.FINISHED, result=result)
-    reasons = tuple((n, tx.host(n).failure or "") for n in failed)
-    tx.actions.append(Finish(result, reasons, tx.state.rollback_reason))
+    tx.actions.append(finish_action(tx.commit(), failed))
 
 
-__all__ = ["charge_failure", "settle"]
+def finish_action(state: State, failed: tuple[str, ...]) -> Finish:
+    """The :class:`Finish` of a finished ``state``, naming ``failed`` hosts, the hosts
+    an operator held out, and every host left out of rotation."""
+    assert state.result is not None
+    out = out_of_rotation(state)
+    return Finish(
+        state.result,
+        tuple((n, state.hosts[n].failure or "") for n in failed),
+        state.rollback_reason,
+        skipped=tuple((n, why) for n, label, why in out if label == "operator"),
+        out_of_rotation=tuple((n, why) for n, _, why in out),
+    )
+
+
+__all__ = ["charge_failure", "finish_action", "settle"]

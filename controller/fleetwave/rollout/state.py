@@ -51,6 +51,12 @@ class HostPhase(enum.Enum):
     RB_RETURNING = "rb_returning"
     ROLLED_BACK = "rolled_back"
     RB_FAILED = "rb_failed"  # could not be rolled back; stays drained; reported
+    SKIPPED = "skipped"  # an operator held it out of rotation at stage start; untouched
+    RESTORING = "restoring"  # failed, but on a known-good release: returning it
+    RESTORED = "restored"  # failed, back in rotation on a known-good release; reported
+    #: rolling back: healthy and out only because we drained it, so it goes back into
+    #: rotation before anything else is taken out; its own rollback comes later
+    RB_RESTORING = "rb_restoring"
 
 
 H = HostPhase
@@ -58,9 +64,12 @@ FORWARD_INFLIGHT = frozenset((H.DRAINING, H.INSTALLING, H.RETURNING))
 ROLLBACK_INFLIGHT = frozenset((H.RB_DRAINING, H.RB_ROLLING_BACK, H.RB_RETURNING))
 #: Host phases with a step in flight: the host is out of service and counts
 #: against ``max_out`` (or ``rollback_batch``).
-INFLIGHT = FORWARD_INFLIGHT | ROLLBACK_INFLIGHT
-#: Host phases that end a deployment with the host reported as failed.
+INFLIGHT = FORWARD_INFLIGHT | ROLLBACK_INFLIGHT | {H.RESTORING, H.RB_RESTORING}
+#: Host phases that end a deployment with the host reported as failed and left out
+#: of rotation.
 FAILED = frozenset((H.FAILED, H.RB_FAILED))
+#: Host phases that end a forward deployment with the host reported as failed.
+FORWARD_FAILED = frozenset((H.FAILED, H.RESTORED))
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,11 @@ class HostState:
     before: BeforeRelease | None = None  # the release it ran before our install
     release: str | None = None  # the release our install left current
     failure: str | None = None  # "step: kind: message" of the last failure
+    held: str | None = None  # the balancer state an operator left it in (SKIPPED)
+    #: Out of rotation only because we drained it, and healthy: its last step proved
+    #: its health (an install passed the agent's checks) and no failure since said
+    #: otherwise. Such a host is able to serve (see :func:`able_to_serve`).
+    fit: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,31 @@ class State:
         return self.index[stage_id]
 
 
+def able_to_serve(host: HostState) -> bool:
+    """What the capacity floor counts while rolling back: a host in rotation, or one
+    that fleetwave drained itself and that is healthy on a release that passed its
+    health checks, while it waits or is being put back (``RB_PENDING``,
+    ``RB_RESTORING``). Such a host can serve again with a return alone, so it is
+    returned first rather than left out while the floor blocks everyone else."""
+    return host.serving or (host.fit and host.phase in (H.RB_PENDING, H.RB_RESTORING))
+
+
+def out_of_rotation(state: State) -> tuple[tuple[str, str, str], ...]:
+    """Every host the deployment leaves (or has left, so far) out of rotation, in plan
+    order: ``(host, reason label, why)``. Reason labels: ``operator`` (held out by an
+    operator, skipped), ``failed`` (a forward step failed and it is not healthy on a
+    known-good release), ``rollback_failed`` (it could not be rolled back)."""
+    out = []
+    for h in state.hosts.values():
+        if h.phase is H.SKIPPED:
+            out.append((h.name, "operator", f"held in {h.held} by an operator; skipped"))
+        elif h.phase is H.FAILED:
+            out.append((h.name, "failed", h.failure or ""))
+        elif h.phase is H.RB_FAILED:
+            out.append((h.name, "rollback_failed", h.failure or ""))
+    return tuple(out)
+
+
 def initial_state(plan: Plan, *, poll_s: float = DEFAULT_POLL_S) -> State:
     """The state of a deployment of ``plan`` that has not started."""
     hosts = {
@@ -129,6 +168,7 @@ def initial_state(plan: Plan, *, poll_s: float = DEFAULT_POLL_S) -> State:
 __all__ = [
     "DEFAULT_POLL_S",
     "FAILED",
+    "FORWARD_FAILED",
     "FORWARD_INFLIGHT",
     "INFLIGHT",
     "ROLLBACK_INFLIGHT",
@@ -138,5 +178,7 @@ __all__ = [
     "StagePhase",
     "StageState",
     "State",
+    "able_to_serve",
     "initial_state",
+    "out_of_rotation",
 ]

@@ -34,7 +34,9 @@ from fleetwave.rollout.types import (
     CheckBlockers,
     CheckGate,
     DrainHost,
+    FailureKind,
     HostFailed,
+    HostOp,
     InstallOnHost,
     ProbeStage,
     Result,
@@ -60,6 +62,12 @@ class Step(enum.Enum):
     FAILED = "failed"
     ROLLBACK = "rollback"  # the deployment began rolling back
     BLOCKED = "blocked"  # the rollback cannot take it out without breaking min_serving
+    SKIP = "skip"  # an operator holds it out of rotation at stage start
+    #: a step failed, but the host is on a known-good release (its drain failed
+    #: before anything changed, or its agent rolled itself back)
+    FAILED_SAFE = "failed_safe"
+    RETRY = "retry"  # resume/rollback of a rollback_incomplete deployment
+    RESTORE = "restore"  # rolling back: put a fit drained host back before its rollback
 
 
 H = HostPhase
@@ -87,7 +95,38 @@ HOST_TRANSITIONS: Mapping[tuple[HostPhase, Step, bool], HostPhase] = {
     (H.RB_RETURNING, Step.RETURNED, True): H.ROLLED_BACK,
     **{(p, Step.FAILED, True): H.RB_FAILED for p in ROLLBACK_INFLIGHT},
     (H.RB_PENDING, Step.BLOCKED, True): H.RB_FAILED,
+    # an operator's choice is kept: a host held out at stage start is never touched
+    (H.PENDING, Step.SKIP, False): H.SKIPPED,
+    # no host left out of rotation without a reason: a failed host that is healthy on
+    # a known-good release goes back (RESTORING checks its health and release first)
+    (H.DRAINING, Step.FAILED_SAFE, False): H.RESTORING,
+    (H.INSTALLING, Step.FAILED_SAFE, False): H.RESTORING,
+    **{(p, Step.FAILED_SAFE, True): H.RB_PENDING for p in FORWARD_INFLIGHT},
+    (H.RESTORING, Step.RETURNED, False): H.RESTORED,
+    (H.RESTORING, Step.FAILED, False): H.FAILED,
+    (H.RESTORING, Step.RETURNED, True): H.ROLLED_BACK,  # it already runs the old release
+    (H.RESTORING, Step.FAILED, True): H.RB_FAILED,
+    # a rollback_incomplete deployment continued: retry every host not yet back
+    (H.RB_FAILED, Step.RETRY, True): H.RB_PENDING,
+    # rolling back: a healthy host we drained goes back into rotation first (it gives
+    # the floor its capacity back); it is rolled back later like any serving host, or,
+    # if it cannot go back, at once (it is out anyway)
+    (H.RB_PENDING, Step.RESTORE, True): H.RB_RESTORING,
+    (H.RB_RESTORING, Step.RETURNED, True): H.RB_PENDING,
+    (H.RB_RESTORING, Step.FAILED, True): H.RB_PENDING,
 }
+
+#: Failure kinds of a ``return`` that say nothing about the host's health (the
+#: balancer or the connection failed): a host that passed health keeps its fitness.
+_NOT_ABOUT_HEALTH = frozenset(
+    (
+        FailureKind.LOAD_BALANCER,
+        FailureKind.HOST_UNREACHABLE,
+        FailureKind.SESSION_LOST,
+        FailureKind.TRANSPORT,
+        FailureKind.CALL_TIMEOUT,
+    )
+)
 
 #: Entering these phases takes a host out of service.
 _OUT_ON_ENTRY = frozenset((H.DRAINING, H.RB_DRAINING, H.INSTALLING))
@@ -103,8 +142,12 @@ def host_step(tx: Tx, name: str, step: Step) -> None:
     changes: dict[str, object] = {"phase": nxt}
     if step is Step.START or nxt in _OUT_ON_ENTRY:
         changes["serving"] = False
+        changes["fit"] = False  # a step that changes it: unproven until it ends
     if step is Step.RETURNED:
         changes["serving"] = True
+        changes["fit"] = False
+    if step is Step.INSTALLED:
+        changes["fit"] = True  # the agent's install passed its health checks
     if nxt is H.INSTALLING:
         changes["install_issued"] = True
     enter_host(tx, tx.set_host(name, **changes))
@@ -131,6 +174,24 @@ def _balancer_step(tx: Tx, host: HostState) -> None:
     tx.actions.append(action(host.name, host.stage_id, rollback=host.phase in ROLLBACK_INFLIGHT))
 
 
+def _restore(tx: Tx, host: HostState) -> None:
+    if not host.has_lb:
+        host_step(tx, host.name, Step.RETURNED)
+        return
+    # After a self-rollback the host must run the release it ran before our install.
+    expect = host.before.release if host.install_issued and host.before is not None else None
+    tx.actions.append(
+        ReturnHost(host.name, host.stage_id, rollback=True, restore=True, expect=expect)
+    )
+
+
+def _restore_first(tx: Tx, host: HostState) -> None:
+    # It must still run the release whose health its install proved.
+    tx.actions.append(
+        ReturnHost(host.name, host.stage_id, rollback=True, restore=True, expect=host.release)
+    )
+
+
 def _install(tx: Tx, host: HostState) -> None:
     tx.actions.append(InstallOnHost(host.name, host.stage_id))
 
@@ -151,6 +212,8 @@ _HOST_ENTRY: Mapping[HostPhase, Callable[[Tx, HostState], None]] = {
     H.RETURNING: _balancer_step,
     H.RB_RETURNING: _balancer_step,
     H.RB_ROLLING_BACK: _roll_back,
+    H.RESTORING: _restore,
+    H.RB_RESTORING: _restore_first,
 }
 
 
@@ -161,12 +224,46 @@ def host_failed(tx: Tx, event: HostFailed) -> bool:
     if host.phase not in INFLIGHT:
         return False
     changes: dict[str, object] = {"failure": f"{event.step}: {event.kind}: {event.message}"}
+    # Only a forward return that failed for a reason other than health keeps the
+    # fitness its install proved; every other failure leaves its health unknown.
+    keeps_fit = host.phase is H.RETURNING and event.kind in _NOT_ABOUT_HEALTH
+    changes["fit"] = host.fit and keeps_fit
     if event.before is not None and host.before is None:
         changes["before"] = event.before
     tx.set_host(host.name, **changes)
     forward = host.phase in FORWARD_INFLIGHT and tx.state.phase is Phase.RUNNING
-    host_step(tx, host.name, Step.FAILED)
+    step = Step.FAILED
+    rolling_back = tx.state.phase is Phase.ROLLING_BACK
+    if _on_known_good(event) and (host.phase, Step.FAILED_SAFE, rolling_back) in HOST_TRANSITIONS:
+        step = Step.FAILED_SAFE
+    host_step(tx, host.name, step)
     return forward
+
+
+def _on_known_good(event: HostFailed) -> bool:
+    """The failure left the host on the release it ran before: its drain failed
+    (nothing changed yet), or its agent rolled the install back by itself."""
+    if event.step is HostOp.DRAIN:
+        return True
+    return event.step is HostOp.INSTALL and event.kind is FailureKind.SELF_ROLLED_BACK
+
+
+def skip_held(tx: Tx, name: str, held: str) -> None:
+    """Skip a host an operator holds out of rotation (``held``: its balancer state)."""
+    if tx.host(name).phase is H.PENDING:
+        tx.set_host(name, held=held, serving=False)
+        host_step(tx, name, Step.SKIP)
+
+
+def continue_rollback(tx: Tx) -> None:
+    """Continue a ``rollback_incomplete`` deployment: every host that could not be
+    rolled back is queued again."""
+    st = tx.state
+    if st.phase is not Phase.FINISHED or st.result is not Result.ROLLBACK_INCOMPLETE:
+        return
+    tx.state = replace(st, phase=Phase.ROLLING_BACK, result=None)
+    for name in st.hosts:
+        host_step(tx, name, Step.RETRY)
 
 
 def block_rollback(tx: Tx, name: str, min_serving: int) -> None:
@@ -343,8 +440,9 @@ def onebox_active(tx: Tx) -> bool:
 
 
 def touched(tx: Tx) -> bool:
-    """Some host has left PENDING: the watch that rolls back is on (from the first drain)."""
-    return any(tx.host(n).phase is not H.PENDING for n in tx.state.hosts)
+    """Some host has left PENDING: the watch that rolls back is on (from the first drain).
+    A host skipped for its operator was never touched."""
+    return any(tx.host(n).phase not in (H.PENDING, H.SKIPPED) for n in tx.state.hosts)
 
 
 def check_alarms(tx: Tx) -> None:
@@ -381,6 +479,7 @@ __all__ = [
     "begin_rollback",
     "block_rollback",
     "check_alarms",
+    "continue_rollback",
     "current_wave_target",
     "enter_host",
     "host_failed",
@@ -388,6 +487,7 @@ __all__ = [
     "next_wave",
     "onebox_active",
     "recheck_stage",
+    "skip_held",
     "stage_step",
     "start_stage",
     "start_wave",

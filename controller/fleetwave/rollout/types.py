@@ -87,6 +87,8 @@ class FailureKind(enum.StrEnum):
     CONFIG = "ConfigError"
     USAGE = "UsageError"
     LOCKED = "LockedError"
+    #: The host runs a release the journal does not expect; it is left alone.
+    FOREIGN_RELEASE = "ForeignReleaseError"
     INTERNAL = "InternalError"
     #: Any other error of the fleetwave family.
     OTHER = "FleetwaveError"
@@ -266,6 +268,9 @@ class HostFacts:
     current: str | None  # the agent's current release, None if it has none or is unreachable
     before_known: bool = False  # the journal recorded the release before our install
     before: str | None = None
+    #: The current release is this deployment's package (by package id). None in
+    #: journals written before this field existed (they replay by the old rule).
+    deployed: bool | None = None
 
 
 # -- events -----------------------------------------------------------------------------
@@ -281,10 +286,13 @@ class DeploymentStarted:
 
 @dataclass(frozen=True)
 class StageProbed:
-    """Hosts of the stage that were healthy and in rotation when the stage started."""
+    """Hosts of the stage that were healthy and in rotation when the stage started, and
+    those an operator holds out of rotation (``held``: host -> its balancer state,
+    ``maint`` or ``drain``), which the deployment skips."""
 
     stage_id: str
     serving: frozenset[str]
+    held: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -334,6 +342,17 @@ class TimerElapsed:
 class RollbackRequested:
     reason: str
     by: str
+    #: The journal ``requests`` row it came from (another process), if any: a resume
+    #: consumes requests whose events were journalled before a crash.
+    request_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RollbackContinued:
+    """``resume`` or ``rollback`` of a ``rollback_incomplete`` deployment: retry every
+    host that is not back on its old release."""
+
+    by: str
 
 
 @dataclass(frozen=True)
@@ -375,6 +394,7 @@ Event = (
     | RollbackRequested
     | AlarmChanged
     | OverrideGranted
+    | RollbackContinued
     | Resumed
 )
 
@@ -410,11 +430,15 @@ class InstallOnHost:
 
 @dataclass(frozen=True)
 class ReturnHost:
-    """Check the agent's health, then put the host back in rotation."""
+    """Check the agent's health, then put the host back in rotation. With ``restore``
+    the host failed a step but should run a known-good release: ``expect`` (when set)
+    must be its current release, or it stays out."""
 
     host: str
     stage_id: str
     rollback: bool = False
+    restore: bool = False
+    expect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -443,6 +467,23 @@ class Finish:
     result: Result
     failed: tuple[tuple[str, str], ...]  # (host, "step: kind: message")
     rollback_reason: str | None = None
+    #: Hosts an operator held out of rotation at stage start: (host, why); untouched.
+    skipped: tuple[tuple[str, str], ...] = ()
+    #: Every host the deployment leaves out of rotation: (host, why). Failed hosts
+    #: that went back on a known-good release are in ``failed`` but not here.
+    out_of_rotation: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Not an engine action: the runner stopped before the deployment ended (SIGTERM,
+    or an unexpected error). In-flight hosts finished their steps; the deployment is
+    resumable. ``error`` is the exception that stopped it (None for a requested stop)."""
+
+    reason: str
+    state: Literal["interrupted", "aborted"]
+    error: BaseException | None = None
+    out_of_rotation: tuple[tuple[str, str], ...] = ()
 
 
 Action = (
@@ -474,6 +515,7 @@ _EVENT_TYPES: dict[str, type[Any]] = {
         RollbackRequested,
         AlarmChanged,
         OverrideGranted,
+        RollbackContinued,
         Resumed,
     )
 }
@@ -524,6 +566,7 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
     args = {k: v for k, v in data.items() if k != "type"}
     if cls is StageProbed:
         args["serving"] = frozenset(args["serving"])
+        args["held"] = dict(args.get("held") or {})
     elif cls is GateResult:
         args["target"] = Target.parse(args["target"])
         verdict = dict(args["verdict"])
