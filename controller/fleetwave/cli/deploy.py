@@ -503,6 +503,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         check_fresh(
             saved_path, saved, current_inputs(ctx.pipeline, args.file, package_ref(args.package))
         )
+        if saved.plan != plan_pipeline(ctx.pipeline):
+            raise ConfigError(
+                f"{saved_path}: saved plan differs from what its unchanged inputs plan now "
+                "(edited, or made by another fleetwave version): make a new one"
+            )
         plan = saved.plan
     else:
         plan = plan_pipeline(ctx.pipeline)

@@ -148,16 +148,13 @@ def _header(view: PlanView) -> list[str]:
         checks += f"; rollback alarm {p.rollback_alarm} not in ALARM"
     out += fold(checks)
     if p.alarms:
-        watch = (
-            f"watching {len(p.alarms)} alarms every {format_duration(p.watch.interval_s)} "
-            f"({p.watch.source})"
-        )
-        if p.rollback_alarm:
-            watch += f"; {p.rollback_alarm} in ALARM rolls back"
-        if p.onebox_alarm:
-            watch += f", and {p.onebox_alarm} during one-box stages"
+        watch = f"alarms every {format_duration(p.watch.interval_s)}"
         if p.post_deploy_watch_s:
-            watch += f"; watched {format_duration(p.post_deploy_watch_s)} after the last stage"
+            watch += f" (and {format_duration(p.post_deploy_watch_s)} after the end)"
+        if p.rollback_alarm:
+            watch += f": {p.rollback_alarm} rolls back"
+        if p.onebox_alarm:
+            watch += f", {p.onebox_alarm} too in one-boxes"
         out += fold(watch)
     out += fold(describe(p.anomaly))
     out += _windows(view)
