@@ -139,7 +139,8 @@ def _header(view: PlanView) -> list[str]:
     )
     if view.regions:
         shown = sorted(view.regions)
-        out += fold(f"showing {', '.join(shown)} of {len(known_regions(plan))} regions")
+        total = len(known_regions(plan))
+        out += fold(f"showing {', '.join(shown)} of {total} regions and environments")
     checks = "before each stage: its region's time window is open"
     blockers = plan.stages()[0].blockers if plan.stages() else ()
     if p.alarms and blockers:
