@@ -104,6 +104,14 @@ def register(sub: Any) -> None:
     _common(d)
     d.add_argument("package", type=Path, help="the .fwpkg package to deploy")
     d.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    d.add_argument(
+        "--plan",
+        dest="saved_plan",
+        type=Path,
+        metavar="FILE",
+        help="execute this plan saved by `plan --out`; refused if the pipeline files, "
+        "the topology or the package changed since",
+    )
     _run_options(d, metrics=True)
     _override_options(d)
     d.set_defaults(func=cmd_deploy)
@@ -532,19 +540,36 @@ def verify_for_deploy(pipeline: Any, package: Path, *, now: float) -> Any:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Plan the pipeline, confirm, and run the whole deployment."""
-    from fleetwave.cli.plan import render_plan
+    from fleetwave.cli.plan import current_inputs, package_ref, render_plan
     from fleetwave.planning.planner import plan_pipeline
+    from fleetwave.planning.saved import check_fresh, read_saved
 
     ctx = _context(args.file)
+    saved_path = getattr(args, "saved_plan", None)
+    if saved_path is not None:
+        # Before anything is verified, journalled or drained: a stale plan is one line.
+        saved = read_saved(saved_path)
+        check_fresh(
+            saved_path, saved, current_inputs(ctx.pipeline, args.file, package_ref(args.package))
+        )
+        if saved.plan != plan_pipeline(ctx.pipeline):
+            raise ConfigError(
+                f"{saved_path}: saved plan differs from what its unchanged inputs plan now "
+                "(edited, or made by another fleetwave version): make a new one"
+            )
+        plan = saved.plan
+    else:
+        plan = plan_pipeline(ctx.pipeline)
     manifest = verify_for_deploy(ctx.pipeline, args.package, now=time.time())
-    plan = plan_pipeline(ctx.pipeline)
     extra = _override(ctx, args)
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(
                 "refusing to deploy without confirmation: stdin is not a TTY; pass --yes"
             )
-        print(render_plan(plan, ctx.pipeline.batch_estimate_s))
+        print(render_plan(ctx.pipeline, plan), end="")
+        if saved_path is not None:
+            print(f"plan: {saved_path}, saved {saved.saved_at:%Y-%m-%d %H:%M %Z}")
         print(f"package: {manifest.name} {manifest.version} ({manifest.package_id[:12]})")
         if input("Deploy? [y/N] ").strip().lower() not in ("y", "yes"):
             print("fleetwave: not deployed", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``fleetwave plan``, ``validate``, ``schema`` and ``topology import``/``export``."""
+"""``fleetwave plan`` (text in ``plan_view``), ``validate``, ``schema``, ``topology``."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from fleetwave.config.anomaly import AnomalySettings, describe
+from fleetwave.cli.plan_view import PlanView, known_regions, plan_json, render_view
 from fleetwave.config.inventory import ImportOptions, import_inventory
-from fleetwave.config.pipeline import Pipeline, load_pipeline
+from fleetwave.config.pipeline import Pipeline, load_pipeline, pipeline_files
 from fleetwave.config.schema import json_schema
 from fleetwave.config.schemas import agent_json_schema, package_json_schema, topology_json_schema
 from fleetwave.config.spec import PIPELINE_SPEC
@@ -22,10 +23,9 @@ from fleetwave.config.topology import load_topology, topology_to_data
 from fleetwave.config.validation import DEFAULT_MAX_ERRORS, Problem, validate_pipeline
 from fleetwave.errors import UsageError
 from fleetwave.observe.prometheus_sd import DEFAULT_EXPORTER_PORT, write_prometheus_sd
-from fleetwave.planning.codec import plan_to_dict
-from fleetwave.planning.model import BakeRequirement, Plan
-from fleetwave.planning.planner import plan_pipeline
-from fleetwave_core.durations import format_duration
+from fleetwave.planning.model import Plan
+from fleetwave.planning.planner import plan_pipeline, schedule, timeline_of
+from fleetwave.planning.saved import PackageRef, PlanInputs, SavedPlan, inputs_of, write_saved
 from fleetwave_core.exitcodes import ExitCode
 from fleetwave_core.fsutil import atomic_write
 
@@ -40,6 +40,32 @@ def register(sub: Any) -> None:
         "--at",
         metavar="TIME",
         help="start time, ISO 8601 (default: now; UTC unless an offset is given)",
+    )
+    p.add_argument(
+        "--region",
+        dest="regions",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="show only this region or pre-production environment (repeatable)",
+    )
+    p.add_argument(
+        "--tz",
+        metavar="ZONE",
+        help="IANA time zone of the summary's local time (default: this machine's)",
+    )
+    p.add_argument(
+        "--package",
+        type=Path,
+        metavar="PKG",
+        help="the .fwpkg package the plan is for (required with --out)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="save the plan, with digests of the pipeline files, the topology and the "
+        "package, for `deploy --plan FILE` (replaced atomically)",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
@@ -148,64 +174,89 @@ def _start(text: str | None) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _zone(name: str | None) -> tzinfo:
+    if name is None:
+        return datetime.now().astimezone().tzinfo or UTC
+    try:
+        return ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise UsageError(f"--tz {name!r}: not an IANA time zone (e.g. Europe/Paris)") from None
+
+
+def package_ref(package: Path) -> PackageRef:
+    """The name, version and package id of a package file (read, not verified)."""
+    from fleetwave_agent.package import read_manifest
+
+    if not package.is_file():
+        raise UsageError(f"{package}: package not found")
+    manifest = read_manifest(package)
+    return PackageRef(manifest.name, str(manifest.version), manifest.package_id)
+
+
+def current_inputs(pipeline: Pipeline, path: Path, package: PackageRef) -> PlanInputs:
+    """Digests of the pipeline chain and topology as they are now, for ``package``."""
+    return inputs_of(pipeline_files(path), pipeline.topology.path, package)
+
+
+def build_view(
+    pipeline: Pipeline,
+    plan: Plan,
+    start: datetime,
+    here: tzinfo = UTC,
+    regions: frozenset[str] = frozenset(),
+) -> PlanView:
+    """The view of ``plan`` (as ``plan_pipeline`` made it) estimated from ``start``."""
+    timeline = timeline_of(plan, pipeline, pipeline.topology, start)
+    shown = schedule(plan, pipeline, pipeline.topology, start)
+    return PlanView(shown, timeline, pipeline, here, regions)
+
+
+def render_plan(
+    pipeline: Pipeline, plan: Plan, start: datetime | None = None, here: tzinfo = UTC
+) -> str:
+    """The text of ``fleetwave plan`` for ``plan`` (default start: now)."""
+    return render_view(build_view(pipeline, plan, start or datetime.now(UTC), here))
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Print the plan as a tree (or JSON)."""
+    """Print the plan (or JSON); with --out, save it for ``deploy --plan``."""
     pipeline = load_pipeline(args.file)
-    plan = plan_pipeline(pipeline, pipeline.topology, _start(args.at))
+    if args.out is not None and args.package is None:
+        raise UsageError("--out needs --package: a saved plan is made for one package")
+    if args.out is not None and args.regions:
+        raise UsageError("--out saves the whole plan: leave out --region")
+    start = _start(args.at)
+    here = _zone(args.tz)
+    plan = plan_pipeline(pipeline, pipeline.topology)
+    known = known_regions(plan)
+    unknown = [r for r in args.regions if r not in known]
+    if unknown:
+        raise UsageError(f"--region {unknown[0]}: not in the plan (regions: {', '.join(known)})")
+    view = build_view(pipeline, plan, start, here, frozenset(args.regions))
+    package = package_ref(args.package) if args.package is not None else None
+    if args.out is not None and package is not None:
+        inputs = current_inputs(pipeline, args.file, package)
+        saved = SavedPlan(inputs, plan, datetime.now(UTC), start)
+        write_saved(args.out, saved, {"view": plan_json(view)})
     if args.json:
-        json.dump(plan_to_dict(plan), sys.stdout, indent=2)
+        doc = plan_json(view)
+        if package is not None:
+            doc["package"] = {
+                "name": package.name,
+                "version": package.version,
+                "package_id": package.package_id,
+            }
+        if args.out is not None:
+            doc["saved"] = str(args.out)
+        json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
-    else:
-        sys.stdout.write(render_plan(plan, pipeline.batch_estimate_s, pipeline.anomaly))
+        return 0
+    sys.stdout.write(render_view(view))
+    if package is not None:
+        print(f"package: {package.describe()}")
+    if args.out is not None:
+        print(f"saved to {args.out}: deploy it with `fleetwave deploy --plan {args.out}`")
     return 0
-
-
-def _bake_text(bake: BakeRequirement) -> str:
-    text = f"bake {format_duration(bake.duration_s)}"
-    if bake.metric:
-        text += f" and {bake.min_datapoints} datapoints of {bake.metric}"
-    return text
-
-
-def _when(t: datetime | None) -> str:
-    return f"  start >= {t.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC" if t else ""
-
-
-def render_plan(plan: Plan, batch_estimate_s: float, anomaly: AnomalySettings | None = None) -> str:
-    """The human tree: waves -> regions -> stages -> batches."""
-    lines = [f"plan {plan.pipeline} (service {plan.service})"]
-    if plan.planned_at:
-        lines.append(f"  start {plan.planned_at.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC")
-    if anomaly is not None:
-        lines.append(f"  {describe(anomaly)}")
-    for wave in plan.waves:
-        hosts = sum(len(s.hosts) for r in wave.regions for s in r.stages)
-        parallel = " in parallel" if len(wave.regions) > 1 else ""
-        lines.append(
-            f"wave {wave.index} {wave.name}: {len(wave.regions)} region(s){parallel}, "
-            f"{hosts} host(s), then {_bake_text(wave.bake_after)}"
-        )
-        for region in wave.regions:
-            lines.append(f"  {region.region}")
-            for stage in region.stages:
-                b = stage.batching
-                batches = -(-len(stage.hosts) // b.max_out)
-                lines.append(
-                    f"    {stage.id} [{stage.kind.value}] {len(stage.hosts)} host(s), "
-                    f"{batches} batch(es) of <= {b.max_out}, >= {b.min_serving} serving, "
-                    f"budget {stage.failure_budget}, {_bake_text(stage.bake)}"
-                    f"{_when(stage.earliest_start)}"
-                )
-                if stage.tests:
-                    lines.append(f"      tests: {'; '.join(stage.tests)}")
-    if plan.earliest_finish:
-        lines.append(
-            f"earliest finish: {plan.earliest_finish.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC "
-            f"(estimate {format_duration(batch_estimate_s)} per batch)"
-        )
-    for warning in plan.warnings:
-        lines.append(f"warning: {warning}")
-    return "\n".join(lines) + "\n"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

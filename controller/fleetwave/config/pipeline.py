@@ -44,6 +44,7 @@ __all__ = [
     "WaveSpec",
     "default_wave_bake_s",
     "load_pipeline",
+    "pipeline_files",
 ]
 from fleetwave.config.schema import (
     Locator,
@@ -202,7 +203,19 @@ def load_merged(path: Path) -> tuple[dict[str, Any], Locator]:
     return _load_chain(path, [])
 
 
-def _load_chain(path: Path, chain: list[Path]) -> tuple[dict[str, Any], Locator]:
+def pipeline_files(path: Path | str) -> tuple[Path, ...]:
+    """The files a pipeline is made of: ``path``, then each parent of its ``extends:``
+    chain, found exactly as :func:`load_pipeline` finds them (a saved plan digests them)."""
+    files: list[Path] = []
+    _load_chain(Path(path), [], files)
+    return tuple(files)
+
+
+def _load_chain(
+    path: Path, chain: list[Path], files: list[Path] | None = None
+) -> tuple[dict[str, Any], Locator]:
+    if files is not None:
+        files.append(path)
     doc = load_yaml(path)
     loc = Locator.of(doc)
     # A parent named by `extends:` is read like any pipeline file: a regular file under
@@ -220,7 +233,7 @@ def _load_chain(path: Path, chain: list[Path]) -> tuple[dict[str, Any], Locator]
         raise loc.error("extends", f"extends loop: {names}")
     if not parent_path.exists():
         raise loc.error("extends", f"parent pipeline {parent_path} not found")
-    base, base_loc = _load_chain(parent_path, [*chain, path])
+    base, base_loc = _load_chain(parent_path, [*chain, path], files)
     merged = _merge(base, {k: v for k, v in data.items() if k != "extends"}, base_loc, loc, "")
     base_loc.fallback = loc.fallback
     return merged, base_loc

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fleetwave.config.alarms import OnInsufficient
 from fleetwave.errors import PlanError
 from fleetwave.lb.base import ServerRef
 from fleetwave.planning.model import (
@@ -35,6 +36,8 @@ def _bake(bake: BakeRequirement) -> dict[str, Any]:
         "duration_s": bake.duration_s,
         "min_datapoints": bake.min_datapoints,
         "metric": bake.metric,
+        "max_bake_s": bake.max_bake_s,
+        "on_insufficient": bake.on_insufficient.value,
     }
 
 
@@ -137,6 +140,10 @@ class _Reader:
     def num(self, key: str) -> float:
         return float(self._get(key, (int, float)))
 
+    def opt_num(self, key: str) -> float | None:
+        value = self._get(key, (int, float), optional=True)
+        return None if value is None else float(value)
+
     def time(self, key: str) -> datetime | None:
         text = self.opt_str(key)
         if text is None:
@@ -165,7 +172,21 @@ class _Reader:
 
 
 def _read_bake(r: _Reader) -> BakeRequirement:
-    return BakeRequirement(r.num("duration_s"), r.integer("min_datapoints"), r.opt_str("metric"))
+    # max_bake_s and on_insufficient are absent from journals written before they were
+    # recorded: those bakes had no max_bake and held, the defaults.
+    max_bake = r.opt_num("max_bake_s")
+    text = r.opt_str("on_insufficient")
+    try:
+        on_insufficient = OnInsufficient(text) if text is not None else OnInsufficient.HOLD
+    except ValueError:
+        raise PlanError(f"plan JSON {r.path}.on_insufficient: unknown value {text!r}") from None
+    return BakeRequirement(
+        r.num("duration_s"),
+        r.integer("min_datapoints"),
+        r.opt_str("metric"),
+        max_bake_s=max_bake,
+        on_insufficient=on_insufficient,
+    )
 
 
 def _read_host(r: _Reader) -> HostRef:

@@ -26,9 +26,8 @@ Rules (each is checked by the property tests in ``tests/planning``):
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from fleetwave.config.pipeline import OneboxPolicy, OverrideTarget, Pipeline, RollingPolicy
 from fleetwave.config.spec import Unit
@@ -45,6 +44,16 @@ from fleetwave.planning.model import (
     StageKind,
     Wave,
 )
+from fleetwave.planning.timeline import Timeline, build_timeline, stage_duration_s
+
+__all__ = [
+    "plan_pipeline",
+    "resolve_batching",
+    "schedule",
+    "stage_duration_s",
+    "timeline_of",
+    "window_policy",
+]
 
 ONEBOX_WARN_FRACTION = 0.10
 PREPROD_REGION = "preprod"
@@ -275,7 +284,9 @@ def _check_regions(pipeline: Pipeline, topology: Topology) -> None:
         raise PlanError(f"regions in no wave: {', '.join(missing)}")
 
 
-def _window(pipeline: Pipeline, topology: Topology, name: str) -> WindowPolicy:
+def window_policy(pipeline: Pipeline, topology: Topology, name: str) -> WindowPolicy:
+    """The window policy of a region or pre-production environment: the pipeline's
+    (what the run-time WindowGate checks), else open 24/7 in the topology's time zone."""
     if name in pipeline.windows:
         return pipeline.windows[name]
     for region in topology.regions:
@@ -287,28 +298,33 @@ def _window(pipeline: Pipeline, topology: Topology, name: str) -> WindowPolicy:
     return WindowPolicy()
 
 
-def stage_duration_s(stage: Stage, batch_estimate_s: float) -> float:
-    """Estimated run time of a stage: its batches at ``batch_estimate_s`` each, then its bake."""
-    batches = math.ceil(len(stage.hosts) / stage.batching.max_out)
-    return batches * batch_estimate_s + stage.bake.duration_s
+def timeline_of(plan: Plan, pipeline: Pipeline, topology: Topology, start: datetime) -> Timeline:
+    """The estimated timeline of ``plan`` from ``start`` under the pipeline's windows."""
+    return build_timeline(
+        plan,
+        lambda name: window_policy(pipeline, topology, name),
+        start,
+        pipeline.batch_estimate_s,
+    )
 
 
 def schedule(plan: Plan, pipeline: Pipeline, topology: Topology, start: datetime) -> Plan:
     """``plan`` with each stage's earliest start under the windows, and the finish time."""
-    t = start
-    waves: list[Wave] = []
-    for wave in plan.waves:
-        ends: list[datetime] = []
-        regions: list[RegionPlan] = []
-        for region in wave.regions:
-            rt = t
-            stages: list[Stage] = []
-            for stage in region.stages:
-                begin = _window(pipeline, topology, stage.region).next_open(rt)
-                stages.append(dataclasses.replace(stage, earliest_start=begin))
-                rt = begin + timedelta(seconds=stage_duration_s(stage, pipeline.batch_estimate_s))
-            ends.append(rt)
-            regions.append(dataclasses.replace(region, stages=tuple(stages)))
-        t = max(ends, default=t) + timedelta(seconds=wave.bake_after.duration_s)
-        waves.append(dataclasses.replace(wave, regions=tuple(regions)))
-    return dataclasses.replace(plan, waves=tuple(waves), planned_at=start, earliest_finish=t)
+    timeline = timeline_of(plan, pipeline, topology, start)
+    waves = tuple(
+        dataclasses.replace(
+            wave,
+            regions=tuple(
+                dataclasses.replace(
+                    region,
+                    stages=tuple(
+                        dataclasses.replace(s, earliest_start=timeline.stage(s.id).start)
+                        for s in region.stages
+                    ),
+                )
+                for region in wave.regions
+            ),
+        )
+        for wave in plan.waves
+    )
+    return dataclasses.replace(plan, waves=waves, planned_at=start, earliest_finish=timeline.finish)
