@@ -32,6 +32,7 @@ from fleetwave.lb.base import LoadBalancer, ServerRef, ServerState
 from fleetwave.observe.events import (
     AlarmsEvaluated,
     AlarmStateChanged,
+    AnomalyVerdictChanged,
     DeploymentChanged,
     EventSink,
     GateVerdict,
@@ -49,6 +50,7 @@ from fleetwave.rollout.state import FAILED, INFLIGHT, HostPhase, Phase, State, i
 from fleetwave.rollout.types import (
     Action,
     AlarmChanged,
+    AnomalyJudged,
     BeforeRelease,
     CheckBlockers,
     CheckGate,
@@ -578,6 +580,12 @@ class Runner:
                     event.state.value,
                     event.reason,
                     event.evidence,
+                )
+            )
+        elif isinstance(event, AnomalyJudged):
+            self._emit(
+                AnomalyVerdictChanged(
+                    dep, now, event.stage_id, event.outcome.value, event.reason, event.evidence
                 )
             )
         elif isinstance(event, OverrideGranted):
