@@ -41,7 +41,7 @@ RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     *(
         (
             f"fleetwave.rollout.{m}",
-            ("fleetwave.watch", "fleetwave.rollout.watching"),
+            ("fleetwave.watch", "fleetwave.rollout.watching", "fleetwave.rollout.anomaly_watch"),
             "the engine stays pure: alarms reach it as events",
         )
         for m in ("engine", "state", "transitions", "scheduler", "resume", "types", "_tx")

@@ -44,6 +44,7 @@ from fleetwave.planning.codec import plan_from_dict, plan_to_dict
 from fleetwave.rollout.gates import (
     DEFAULT_GATE_POLL_S,
     AlarmBlockerGate,
+    AnomalyGate,
     BakeGate,
     Gates,
     PreprodTestsGate,
@@ -294,11 +295,15 @@ def _runner(
 
 
 def build_watcher(pipeline: Any, plan: Any, transport: Any) -> Watcher | None:
-    """The watcher of ``pipeline.watch`` (None when the pipeline defines no alarms)."""
+    """The watcher of ``pipeline.watch`` (None when the pipeline defines no alarms,
+    counts no bake data and has anomaly detection off). Anomaly detection reads the
+    agents' snapshots, so it polls them even when the alarms' source is Prometheus."""
+    from fleetwave.rollout.anomaly_watch import AnomalyWatch
     from fleetwave.watch.agent_source import AgentSource
     from fleetwave.watch.prometheus_source import PrometheusSource
 
-    if not pipeline.alarms and not _counts_data(plan):
+    detecting = pipeline.anomaly.enabled and bool(pipeline.anomaly.enabled_checks)
+    if not pipeline.alarms and not _counts_data(plan) and not detecting:
         return None
     ws = pipeline.watch
     prom = None
@@ -306,12 +311,17 @@ def build_watcher(pipeline: Any, plan: Any, transport: Any) -> Watcher | None:
         p = ws.prometheus
         prom = PrometheusSource(p.url, host_label=p.host_label, timeout_s=p.timeout_s)
     poller = None
+    if ws.source != "prometheus" or detecting:
+        poller = AgentSource(transport, plan.hosts(), clock=time.time, timeout_s=ws.interval_s)
     if ws.source == "prometheus":
         assert prom is not None  # the loader requires the URL
         source: Any = prom
     else:
-        poller = AgentSource(transport, plan.hosts(), clock=time.time, timeout_s=ws.interval_s)
         source = poller
+    anomaly = None
+    if detecting:
+        assert poller is not None
+        anomaly = AnomalyWatch(plan, pipeline.anomaly, poller.snapshots, interval_s=ws.interval_s)
     return Watcher(
         plan,
         pipeline.alarms,
@@ -323,6 +333,7 @@ def build_watcher(pipeline: Any, plan: Any, transport: Any) -> Watcher | None:
         promql=prom,
         alerts=prom,
         poller=poller,
+        anomaly=anomaly,
     )
 
 
@@ -332,7 +343,8 @@ def _counts_data(plan: Any) -> bool:
 
 
 def build_gates(pipeline: Any, watcher: Watcher | None, release: str | None) -> Gates:
-    """Blockers: the windows, then the alarms; bakes: time and data, then tests."""
+    """Blockers: the windows, then the alarms; bakes: time and data, the anomaly
+    detector's pass, then tests."""
     blockers: list[Any] = [
         WindowGate(
             lambda region, t: pipeline.windows_for(region).is_open(t),
@@ -342,8 +354,11 @@ def build_gates(pipeline: Any, watcher: Watcher | None, release: str | None) -> 
     if watcher is not None and (pipeline.blockers or pipeline.rollback_alarm):
         blockers.append(AlarmBlockerGate(watcher, pipeline.blockers, pipeline.rollback_alarm))
     poll = watcher.interval_s if watcher is not None else DEFAULT_GATE_POLL_S
-    bake = BakeGate(watcher, release=release, poll_s=poll)
-    return Gates(blockers=tuple(blockers), bake=(bake, PreprodTestsGate()))
+    bakes: list[Any] = [BakeGate(watcher, release=release, poll_s=poll)]
+    if watcher is not None and watcher.anomaly is not None:
+        bakes.append(AnomalyGate(watcher.anomaly))
+    bakes.append(PreprodTestsGate())
+    return Gates(blockers=tuple(blockers), bake=tuple(bakes))
 
 
 def _override(ctx: _Context, args: argparse.Namespace) -> list[Event]:
@@ -704,6 +719,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{name} ({role})": {"state": s.value, "reason": why}
             for (role, name), (s, why) in state.alarms.items()
         }
+        out["anomaly"] = {
+            sid: {"outcome": o.value, "reason": why} for sid, (o, why) in state.anomaly.items()
+        }
         ov = state.override
         out["override"] = (
             None
@@ -733,6 +751,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"waiting: {target}: {w['verdict']}: {w['for']}")
         for name, a in sorted(out["alarms"].items()):
             print(f"alarm: {name}: {a['state']}: {a['reason']}")
+        for sid, a in sorted(out["anomaly"].items()):
+            print(f"anomaly: {sid}: {a['outcome']}: {a['reason']}")
         if out["override"]:
             o = out["override"]
             print(

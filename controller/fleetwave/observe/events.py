@@ -97,6 +97,19 @@ class AlarmStateChanged:
 
 
 @dataclass(frozen=True)
+class AnomalyVerdictChanged:
+    """The anomaly detector's outcome for a stage changed; ``verdict`` is its record
+    (``Verdict.to_json()``: every finding's n, statistic, p, effect, floors)."""
+
+    deployment_id: str
+    at: float
+    stage: str
+    outcome: str  # pass | fail | wait
+    reason: str
+    verdict: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class OverrideRecorded:
     deployment_id: str
     at: float
@@ -135,6 +148,7 @@ ObservedEvent = (
     | Note
     | GateVerdict
     | AlarmStateChanged
+    | AnomalyVerdictChanged
     | OverrideRecorded
     | AlarmsEvaluated
 )
@@ -226,6 +240,8 @@ def describe(event: ObservedEvent) -> str | None:
         return f"{event.purpose} {event.target}: ok"
     if isinstance(event, AlarmStateChanged):
         return f"alarm {event.alarm} ({event.role}): {event.state}: {event.reason}"
+    if isinstance(event, AnomalyVerdictChanged):
+        return f"anomaly {event.stage}: {event.outcome}: {event.reason}"
     if isinstance(event, OverrideRecorded):
         return (
             f"override: skipping {', '.join(event.skip)}: {event.reason} "

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from fleetwave.observe.events import (
     AlarmsEvaluated,
+    AnomalyVerdictChanged,
     DeploymentChanged,
     GateVerdict,
     HostsOutOfRotation,
@@ -26,6 +27,7 @@ from fleetwave.observe.events import (
 #: ``fleetwave_alarm_state``'s values.
 ALARM_STATE_VALUE = {"OK": 0.0, "ALARM": 1.0, "INSUFFICIENT_DATA": -1.0}
 VERDICTS = ("ok", "wait", "hold", "fail")
+ANOMALY_OUTCOMES = ("pass", "wait", "fail")
 
 #: The ``reason`` label values of ``fleetwave_hosts_out_of_rotation``.
 OUT_OF_ROTATION_REASONS = ("operator", "failed", "rollback_failed", "stopped")
@@ -95,6 +97,12 @@ class MetricsSink:
             ["target", "metric"],
             registry=r,
         )
+        self.anomaly = Gauge(
+            "fleetwave_anomaly_verdict",
+            "The anomaly detector's last outcome per stage: 1 on it, 0 on the others",
+            ["stage", "outcome"],
+            registry=r,
+        )
         self.overrides = Counter(
             "fleetwave_overrides",
             "Emergency overrides recorded, by gate skipped",
@@ -155,9 +163,17 @@ class MetricsSink:
                     labels = (event.target, str(rec.get("metric")))
                     self.bake_datapoints.labels(*labels).set(rec["datapoints"])
                     self.bake_required.labels(*labels).set(rec["min_datapoints"])
+                elif rec.get("gate") == "anomaly" and rec.get("outcome"):
+                    self._anomaly(str(rec.get("stage", event.target)), str(rec["outcome"]))
+        elif isinstance(event, AnomalyVerdictChanged):
+            self._anomaly(event.stage, event.outcome)
         elif isinstance(event, OverrideRecorded):
             for skip in event.skip:
                 self.overrides.labels(skip).inc()
+
+    def _anomaly(self, stage: str, outcome: str) -> None:
+        for o in ANOMALY_OUTCOMES:
+            self.anomaly.labels(stage, o).set(1.0 if o == outcome else 0.0)
 
     def ssh_error(self, kind: Any, host: str) -> None:
         """``ErrorCounter`` listener of the SSH transport."""

@@ -1,8 +1,9 @@
 """The decision trail, readable: what ``fleetwave explain`` prints.
 
 Pure functions over the journal's step rows. Every gate verdict (``GateResult``),
-alarm change (``AlarmChanged``) and override (``OverrideGranted``) is an engine event
-in the journal, with the inputs it rests on; these functions turn them into lines.
+alarm change (``AlarmChanged``), anomaly outcome change (``AnomalyJudged``) and
+override (``OverrideGranted``) is an engine event in the journal, with the inputs it
+rests on; these functions turn them into lines.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-TRAIL_EVENTS = frozenset(("GateResult", "AlarmChanged", "OverrideGranted", "RollbackRequested"))
+TRAIL_EVENTS = frozenset(
+    ("GateResult", "AlarmChanged", "AnomalyJudged", "OverrideGranted", "RollbackRequested")
+)
 
 
 def trail(steps: Iterable[Any]) -> list[dict[str, Any]]:
@@ -40,6 +43,9 @@ def render(entries: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"{at}  alarm {e['alarm']} ({e['role']}) -> {e['state']}: {e.get('reason', '')}"
             )
             lines += [f"           {text}" for text in _evidence(e.get("evidence") or {}, 0)]
+        elif kind == "AnomalyJudged":
+            lines.append(f"{at}  anomaly {e['stage_id']} -> {e['outcome']}: {e.get('reason', '')}")
+            lines += [f"           {text}" for text in anomaly_lines(e.get("evidence") or {})]
         elif kind == "OverrideGranted":
             lines.append(
                 f"{at}  OVERRIDE skip {', '.join(e['skip'])}: {e['reason']!r} "
@@ -71,6 +77,16 @@ def _inputs(records: Iterable[Mapping[str, Any]]) -> list[str]:
             if "on_insufficient" in r:
                 text += f", max_bake {r['max_bake_s']}s passed: {r['on_insufficient']}"
             out.append(text)
+        elif gate == "anomaly":
+            v = r.get("verdict") or {}
+            text = f"anomaly: {r.get('outcome') or 'no verdict yet'}"
+            if r.get("idle"):
+                text += " (idle: no request anywhere, nothing to judge)"
+            if v.get("reason"):
+                text += f": {v['reason']}"
+            if "on_insufficient" in r:
+                text += f", max_bake {r['max_bake_s']}s passed: {r['on_insufficient']}"
+            out.append(text)
         elif gate == "blocker":
             out.append(f"blocker {r.get('expression')}: {r.get('truth')}")
         elif gate == "rollback_alarm":
@@ -82,6 +98,46 @@ def _inputs(records: Iterable[Mapping[str, Any]]) -> list[str]:
         elif "alarm" in r:
             out += _evidence(r, 0)
     return out
+
+
+def anomaly_lines(verdict: Mapping[str, Any]) -> list[str]:
+    """The detector's verdict, one line for the split and one per finding: n, the
+    statistic, p against its threshold, the effect against its floors."""
+    if not verdict:
+        return []
+    out = [
+        f"reference {verdict.get('reference')}, {verdict.get('sensitivity')}, "
+        f"alpha {verdict.get('alpha')} over {verdict.get('planned_rounds')} rounds "
+        f"(round alpha {_num(verdict.get('round_alpha'))})"
+    ]
+    for f in verdict.get("findings", []):
+        out.append(f"  {_finding(f)}")
+        c = f.get("corroboration")
+        if c:
+            out.append(f"    corroboration: {_finding(c)}")
+    return out
+
+
+def _finding(f: Mapping[str, Any]) -> str:
+    text = f"{f.get('check')} ({f.get('basis')}): {f.get('outcome')}"
+    if f.get("test"):
+        n = f.get("n") or []
+        text += f", {f['test']}, n {'/'.join(_num(x) for x in n)}"
+        text += f", statistic {_num(f.get('statistic'))}"
+        text += f", p {_num(f.get('p'))} vs threshold {_num(f.get('threshold'))}"
+        floor = f.get("floor") or {}
+        rel = "inf" if f.get("reference_zero") else _num(f.get("relative_effect"))
+        text += (
+            f", effect {_num(f.get('effect'))} {f.get('unit', '')} (relative {rel};"
+            f" floors {_num(floor.get('absolute'))} and {_num(floor.get('relative'))})"
+        )
+    else:
+        text += f": {f.get('reason', '')}"
+    return text
+
+
+def _num(v: Any) -> str:
+    return "-" if not isinstance(v, int | float) else f"{v:.3g}"
 
 
 def _evidence(ev: Mapping[str, Any], depth: int) -> list[str]:
@@ -113,4 +169,4 @@ def _hms(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
 
 
-__all__ = ["TRAIL_EVENTS", "render", "trail"]
+__all__ = ["TRAIL_EVENTS", "anomaly_lines", "render", "trail"]

@@ -26,6 +26,7 @@ from fleetwave.rollout.state import Phase, StagePhase, State
 from fleetwave.rollout.transitions import (
     StageStep,
     Step,
+    anomaly_judged,
     begin_rollback,
     check_alarms,
     continue_rollback,
@@ -41,6 +42,7 @@ from fleetwave.rollout.transitions import (
 from fleetwave.rollout.types import (
     Action,
     AlarmChanged,
+    AnomalyJudged,
     BeforeRelease,
     CheckBlockers,
     CheckGate,
@@ -97,6 +99,8 @@ def _dispatch(tx: Tx, event: Event) -> None:
     elif isinstance(event, AlarmChanged):
         alarms = {**st.alarms, (event.role, event.alarm): (event.state, event.reason)}
         tx.state = replace(st, alarms=alarms)
+    elif isinstance(event, AnomalyJudged):
+        anomaly_judged(tx, event)
     elif isinstance(event, OverrideGranted):
         tx.state = replace(st, override=event)
     elif isinstance(event, RollbackRequested):

@@ -9,8 +9,10 @@ never sees gates, only their combined verdict.
 * blockers: :class:`WindowGate` (a closed window holds), :class:`AlarmBlockerGate`
   (a blocker expression true or unknown, or the rollback alarm in ALARM, holds);
 * bakes: :class:`BakeGate` (its time AND its ``min_datapoints`` of data served by the
-  new release; ``on_insufficient`` past ``max_bake``) and :class:`PreprodTestsGate`
-  (pre-production ``tests:`` commands; their exit status decides).
+  new release; ``on_insufficient`` past ``max_bake``), :class:`AnomalyGate` (the
+  anomaly detector's latest outcome for the stage must be a pass) and
+  :class:`PreprodTestsGate` (pre-production ``tests:`` commands; their exit status
+  decides).
 
 An override (``OverrideGranted``) skips the gates of the kinds it names; a skipped
 gate still leaves a record in the trail. The alarm and metric I/O sits behind two
@@ -35,7 +37,7 @@ from fleetwave.config.pipeline import OverridePolicy
 from fleetwave.config.spec import OverrideTarget
 from fleetwave.errors import UsageError
 from fleetwave.planning.model import BakeRequirement, HostRef, Stage, Wave
-from fleetwave.rollout.types import Target, Verdict
+from fleetwave.rollout.types import AnomalyOutcome, Target, Verdict
 
 Inputs = tuple[Mapping[str, Any], ...]
 DEFAULT_GATE_POLL_S = 10.0
@@ -236,6 +238,84 @@ class BakeGate:
             return Verdict.hold(f"{why}; holding", now + self.poll_s, (record,))
         retry = now + self.poll_s if timed else min(end, now + self.poll_s)
         return Verdict.wait(f"baking: {short}, until {_iso(end)} at least", retry, (record,))
+
+
+@dataclass(frozen=True)
+class AnomalyReading:
+    """The detector's latest answer for one stage, as the watcher keeps it.
+
+    ``idle``: no request at all on any side of the comparison (the new hosts, their
+    reference, their own past): there is nothing to judge, which is not a pass.
+    """
+
+    stage_id: str
+    at: float
+    outcome: AnomalyOutcome
+    reason: str
+    idle: bool = False
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+class AnomalyView(Protocol):
+    """The anomaly detector's latest outcome per stage (the watcher)."""
+
+    interval_s: float
+
+    def anomaly_for(self, stage_id: str) -> AnomalyReading | None:
+        """The latest reading for ``stage_id`` (None: not judged yet)."""
+        ...
+
+
+class AnomalyGate:
+    """A stage's bake ends only on the detector's pass. FAIL fails the bake (the
+    watcher's ``AnomalyJudged`` usually rolled back already); WAIT (too little data)
+    waits, and past ``max_bake`` ``on_insufficient`` decides, exactly as for the
+    bake's own data. Two cases do not wait: a stage with no bake at all (time 0 and
+    no ``min_datapoints``), and an *idle* stage (no request anywhere in the sample)
+    whose bake counts no data: a bake of time alone promises time alone."""
+
+    kind: OverrideTarget | None = OverrideTarget.BAKES
+
+    def __init__(self, view: AnomalyView) -> None:
+        self.view = view
+
+    async def check(self, target: BakeTarget, window_start: float, now: float) -> Verdict:
+        stage, bake = target.stage, target.bake
+        if stage is None:
+            return Verdict.ok()
+        counts_data = bool(bake.metric and bake.min_datapoints)
+        if bake.duration_s <= 0 and not counts_data:
+            return Verdict.ok()
+        reading = self.view.anomaly_for(stage.id)
+        retry = now + self.view.interval_s
+        if reading is None:
+            record: dict[str, Any] = {"gate": "anomaly", "outcome": None, "stage": stage.id}
+            return Verdict.wait("anomaly detection: no verdict yet", retry, (record,))
+        record = {
+            "gate": "anomaly",
+            "stage": stage.id,
+            "outcome": reading.outcome.value,
+            "at": reading.at,
+            "idle": reading.idle,
+            "verdict": dict(reading.evidence),
+        }
+        why = f"anomaly detection: {reading.reason}"
+        if reading.outcome is AnomalyOutcome.PASS:
+            return Verdict.ok((record,))
+        if reading.outcome is AnomalyOutcome.FAIL:
+            return Verdict.fail(why, (record,))
+        if reading.idle and not counts_data:
+            return Verdict.ok((record,))
+        if bake.max_bake_s is not None and now >= window_start + bake.max_bake_s:
+            record["max_bake_s"] = bake.max_bake_s
+            record["on_insufficient"] = bake.on_insufficient.value
+            why = f"max_bake passed, {why}"
+            if bake.on_insufficient is OnInsufficient.ROLLBACK:
+                return Verdict.fail(why, (record,))
+            if bake.on_insufficient is OnInsufficient.PROCEED:
+                return Verdict.ok((record,))
+            return Verdict.hold(f"{why}; holding", retry, (record,))
+        return Verdict.wait(why, retry, (record,))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections import Counter
 
 from fleetwave.observe.events import (
     AlarmStateChanged,
+    AnomalyVerdictChanged,
     DeploymentChanged,
     GateVerdict,
     HostsOutOfRotation,
@@ -16,7 +17,7 @@ from fleetwave.observe.events import (
     StageChanged,
 )
 from fleetwave.rollout.state import Phase, State, out_of_rotation
-from fleetwave.rollout.types import AlarmChanged, Event, GateResult, OverrideGranted
+from fleetwave.rollout.types import AlarmChanged, AnomalyJudged, Event, GateResult, OverrideGranted
 
 
 def trail_events(deployment_id: str, event: Event, now: float) -> list[ObservedEvent]:
@@ -28,6 +29,11 @@ def trail_events(deployment_id: str, event: Event, now: float) -> list[ObservedE
     if isinstance(event, AlarmChanged):
         role, state = event.role.value, event.state.value
         return [AlarmStateChanged(dep, now, event.alarm, role, state, event.reason, event.evidence)]
+    if isinstance(event, AnomalyJudged):
+        outcome = event.outcome.value
+        return [
+            AnomalyVerdictChanged(dep, now, event.stage_id, outcome, event.reason, event.evidence)
+        ]
     if isinstance(event, OverrideGranted):
         skip = tuple(sorted(t.value for t in event.skip))
         return [OverrideRecorded(dep, now, skip, event.reason, event.approver, event.by)]

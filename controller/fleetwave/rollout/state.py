@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 
 from fleetwave.config.alarm_expr import AlarmState
 from fleetwave.planning.model import Plan, Stage
-from fleetwave.rollout.types import AlarmRole, BeforeRelease, OverrideGranted, Result
+from fleetwave.rollout.types import (
+    AlarmRole,
+    AnomalyOutcome,
+    BeforeRelease,
+    OverrideGranted,
+    Result,
+)
 
 DEFAULT_POLL_S = 5.0
 
@@ -115,6 +121,8 @@ class State:
     poll_s: float = DEFAULT_POLL_S
     #: Latest state of each watched alarm, by (role, alarm name), with its reason.
     alarms: Mapping[tuple[AlarmRole, str], tuple[AlarmState, str]] = field(default_factory=dict)
+    #: Latest anomaly outcome of each stage the detector judged, with its reason.
+    anomaly: Mapping[str, tuple[AnomalyOutcome, str]] = field(default_factory=dict)
     override: OverrideGranted | None = None
     post_deploy_watch_s: float = 0.0
     watch_until: float | None = None  # the end of the post-deploy watch, once it began

@@ -31,6 +31,8 @@ from fleetwave.rollout.state import (
 )
 from fleetwave.rollout.types import (
     AlarmRole,
+    AnomalyJudged,
+    AnomalyOutcome,
     CheckBlockers,
     CheckGate,
     DrainHost,
@@ -466,16 +468,37 @@ def check_alarms(tx: Tx) -> None:
         return
 
 
+#: Stage phases in which the anomaly detector judges a stage (and its FAIL rolls back).
+ANOMALY_PHASES = frozenset((S.ROLLING, S.BAKING))
+
+
+def anomaly_judged(tx: Tx, event: AnomalyJudged) -> None:
+    """Record a stage's anomaly outcome; FAIL rolls back while the stage is rolled or
+    baked (a late FAIL of a stage already done, or of a deployment already rolling
+    back, is only recorded). WAIT never rolls back: the bake gate waits on it."""
+    st = tx.state
+    if event.stage_id not in st.stages:
+        return
+    anomaly = {**st.anomaly, event.stage_id: (event.outcome, event.reason)}
+    tx.state = replace(st, anomaly=anomaly)
+    if event.outcome is not AnomalyOutcome.FAIL or st.phase is not Phase.RUNNING:
+        return
+    if tx.stage(event.stage_id).phase in ANOMALY_PHASES:
+        begin_rollback(tx, f"anomaly detected in {event.stage_id}: {event.reason}")
+
+
 def current_wave_target(tx: Tx) -> Target:
     """The gate target of the current wave's bake."""
     return Target.wave(tx.state.plan.waves[tx.state.wave].index)
 
 
 __all__ = [
+    "ANOMALY_PHASES",
     "HOST_TRANSITIONS",
     "STAGE_TRANSITIONS",
     "StageStep",
     "Step",
+    "anomaly_judged",
     "begin_rollback",
     "block_rollback",
     "check_alarms",

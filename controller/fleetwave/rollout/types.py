@@ -247,6 +247,15 @@ class Verdict:
         return self.kind in ("wait", "hold")
 
 
+class AnomalyOutcome(enum.StrEnum):
+    """The anomaly detector's answer for a stage (``fleetwave.watch.anomaly.Outcome``):
+    the engine's own copy, since the engine never imports the watchers."""
+
+    PASS = "pass"
+    FAIL = "fail"  # roll back
+    WAIT = "wait"  # insufficient data: the bake cannot pass yet, and nothing rolls back
+
+
 class AlarmRole(enum.StrEnum):
     """Why the engine hears about an alarm: its ALARM rolls the deployment back."""
 
@@ -367,6 +376,17 @@ class AlarmChanged:
 
 
 @dataclass(frozen=True)
+class AnomalyJudged:
+    """The anomaly detector's outcome for a stage changed; ``evidence`` is the
+    detector's verdict (``Verdict.to_json()``: n, statistic, p, effect, floors)."""
+
+    stage_id: str
+    outcome: AnomalyOutcome
+    reason: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class OverrideGranted:
     """An audited emergency override: the gates it skips, why, and who approved it."""
 
@@ -393,6 +413,7 @@ Event = (
     | TimerElapsed
     | RollbackRequested
     | AlarmChanged
+    | AnomalyJudged
     | OverrideGranted
     | RollbackContinued
     | Resumed
@@ -514,6 +535,7 @@ _EVENT_TYPES: dict[str, type[Any]] = {
         TimerElapsed,
         RollbackRequested,
         AlarmChanged,
+        AnomalyJudged,
         OverrideGranted,
         RollbackContinued,
         Resumed,
@@ -582,6 +604,8 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
     elif cls is AlarmChanged:
         args["role"] = AlarmRole(args["role"])
         args["state"] = AlarmState(args["state"])
+    elif cls is AnomalyJudged:
+        args["outcome"] = AnomalyOutcome(args["outcome"])
     elif cls is OverrideGranted:
         args["skip"] = frozenset(OverrideTarget(t) for t in args["skip"])
     elif cls is Resumed:

@@ -11,6 +11,10 @@ It emits :class:`~fleetwave.rollout.types.AlarmChanged` for the ``rollback_alarm
 (worst over the contexts) and, while a one-box stage runs, the ``onebox_alarm`` of the
 one-box contexts. The engine answers ALARM with a rollback. Blocker gates and bake
 gates ask it directly (:meth:`Watcher.states_for`, :meth:`Watcher.count`).
+
+With ``anomaly`` (:class:`~fleetwave.rollout.anomaly_watch.AnomalyWatch`), each round
+also runs the anomaly detector on every stage being rolled or baked, after the poll;
+its outcome changes are :class:`~fleetwave.rollout.types.AnomalyJudged` events.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fleetwave.config.alarm_expr import AlarmState
 from fleetwave.config.alarms import (
@@ -35,6 +39,9 @@ from fleetwave.rollout.state import Phase, StagePhase, State
 from fleetwave.rollout.types import AlarmChanged, AlarmRole, Event
 from fleetwave.watch.alarms import AlarmInput, Evidence, evaluate_all, previous_states, worst
 from fleetwave.watch.source import AlertRuleSource, MetricQuery, MetricSource, Series, Window
+
+if TYPE_CHECKING:
+    from fleetwave.rollout.anomaly_watch import AnomalyWatch
 
 _LIVE = (StagePhase.PROBING, StagePhase.ROLLING, StagePhase.BAKING)
 
@@ -69,6 +76,7 @@ class Watcher:
         promql: MetricSource | None = None,
         alerts: AlertRuleSource | None = None,
         poller: Pollable | None = None,
+        anomaly: AnomalyWatch | None = None,
     ) -> None:
         self.plan = plan
         self.alarms = dict(alarms)
@@ -76,6 +84,7 @@ class Watcher:
         self.promql = promql
         self.alerts = alerts
         self.poller = poller
+        self.anomaly = anomaly
         self.interval_s = interval_s
         self.clock = clock
         self.rollback_alarm = rollback_alarm
@@ -99,7 +108,12 @@ class Watcher:
         """Poll and evaluate every ``interval_s`` until cancelled (the runner does)."""
         while True:
             started = self.clock()
-            events, rows = await self.tick(state(), started)
+            current = state()  # read before the poll: see AnomalyWatch.track
+            events: list[Event] = []
+            alarms, rows = await self.tick(current, started)
+            events += alarms
+            if self.anomaly is not None:
+                events += self.anomaly.judge(current, started)
             for event in events:
                 emit(event)
             if readings is not None:

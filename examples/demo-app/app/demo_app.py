@@ -12,7 +12,10 @@ Faults on cue (all off by default): ``error_rate``, ``latency_ms``, ``no_traffic
 ``leak_mb_per_s`` (capped at ``leak_cap_mb``), and ``crash_after_s`` (a crash loop:
 the app exits 1 after that long and a small supervisor restarts it). With
 ``fault_after_s`` every fault starts that many seconds after the app started (a
-latent fault: the release passes its health check first).
+latent fault: the release passes its health check first). ``fault_hosts`` limits
+the request faults to some hostnames (a fault in one AZ). The normal latency is
+``base_latency_ms`` with a uniform ``jitter_ms`` and an exponential ``tail_ms``;
+``slow_share`` of requests are ``slow_ms`` slower under fault (a p99 regression).
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ DEFAULTS: dict[str, Any] = {
     "leak_mb_per_s": 0,
     "leak_cap_mb": 64,
     "fault_after_s": 0,
+    # The app's normal latency: base + uniform +-jitter + an exponential tail (ms).
+    "base_latency_ms": 0,
+    "jitter_ms": 0,
+    "tail_ms": 0,
+    # Faults of the tail and of some hosts only.
+    "slow_share": 0.0,  # that share of requests is slow_ms slower
+    "slow_ms": 0,
+    "fault_hosts": [],  # hostnames the faults apply on (empty: every host)
 }
 #: The most a leak may hold: the lab's hosts share the test machine's memory.
 MAX_LEAK_MB = 512
@@ -60,6 +71,11 @@ _RANGES: dict[str, tuple[float, float]] = {
     "leak_mb_per_s": (0.0, float(MAX_LEAK_MB)),
     "leak_cap_mb": (0.0, float(MAX_LEAK_MB)),
     "fault_after_s": (0.0, 86_400.0),
+    "base_latency_ms": (0.0, 60_000.0),
+    "jitter_ms": (0.0, 60_000.0),
+    "tail_ms": (0.0, 60_000.0),
+    "slow_share": (0.0, 1.0),
+    "slow_ms": (0.0, 60_000.0),
 }
 
 
@@ -72,6 +88,9 @@ def load_behaviour(path: Path) -> dict[str, Any]:
     behaviour = {**DEFAULTS, **data}
     if behaviour["health"] not in ("ok", "fail"):
         raise SystemExit(f"demo-app: {path}: health must be 'ok' or 'fail'")
+    hosts = behaviour["fault_hosts"]
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise SystemExit(f"demo-app: {path}: fault_hosts must be a list of hostnames")
     if not isinstance(behaviour["no_traffic"], bool):
         raise SystemExit(f"demo-app: {path}: no_traffic must be true or false")
     for key, (low, high) in _RANGES.items():
@@ -89,9 +108,11 @@ class Faults:
         self.behaviour = behaviour
         self._at = time.monotonic() + fault_in_s
         self.leaked: list[bytes] = []
+        hosts = behaviour.get("fault_hosts") or []
+        self._here = not hosts or socket.gethostname() in hosts
 
     def active(self) -> bool:
-        return time.monotonic() >= self._at
+        return self._here and time.monotonic() >= self._at
 
     def leak(self, stopping: threading.Event) -> None:
         """Grow by ``leak_mb_per_s`` until ``leak_cap_mb`` is held (a thread's body)."""
@@ -184,6 +205,15 @@ def make_handler(
     error_rate = float(behaviour["error_rate"])
     sick = behaviour["health"] == "fail"
     no_traffic = bool(behaviour["no_traffic"])
+    base = float(behaviour["base_latency_ms"]) / 1000.0
+    jitter = float(behaviour["jitter_ms"]) / 1000.0
+    tail = float(behaviour["tail_ms"]) / 1000.0
+    slow_share = float(behaviour["slow_share"])
+    slow = float(behaviour["slow_ms"]) / 1000.0
+
+    def normal_latency() -> float:
+        extra = base + random.uniform(-jitter, jitter)
+        return max(0.0, extra + (random.expovariate(1.0 / tail) if tail else 0.0))
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "fleetwave-demo"
@@ -200,8 +230,13 @@ def make_handler(
                 if faulty and no_traffic:
                     self.close_connection = True  # hang up unanswered: nothing served
                     return
+                pause = normal_latency()
                 if faulty and latency:
-                    time.sleep(latency)
+                    pause += latency
+                if faulty and slow_share and random.random() < slow_share:
+                    pause += slow
+                if pause:
+                    time.sleep(pause)
                 code = 500 if faulty and random.random() < error_rate else 200
                 self._reply(code, f"{hostname} {behaviour['version']}\n")
                 metrics.observe(code, time.monotonic() - started)
