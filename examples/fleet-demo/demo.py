@@ -1,21 +1,31 @@
 #!/usr/bin/env python3
-"""The fleet act of ``scripts/demo``: a real rolling deployment and an automatic rollback.
+"""The story of ``scripts/demo``: a bad change caught on one box by its metrics.
 
-It builds a fleet of network-namespace hosts (real sshd, the real agent, HAProxy in
-front; ``tests.lab``), signs three releases of ``examples/demo-app`` with the
-``fleetwave`` CLI, deploys v1, rolls v2 out under steady client load, then deploys a v3
-whose health check fails on the one-box so the deployment rolls itself back. The fleet
-is always torn down, also on error, Ctrl-C or SIGTERM.
+Four releases of ``examples/demo-app`` are signed and deployed with the ``fleetwave``
+CLI, under steady client load:
 
-Run it as root from the repository's venv: ``python examples/fleet-demo/demo.py``
-(``--quick`` for a smaller, faster fleet; ``--work DIR`` for where files go). Exit
-status: 0 when every act behaved as shown, 1 otherwise (after teardown). Without root
-or ``ip netns`` it prints why and exits 0, as there is nothing it can show.
+1. v1, the first install, everywhere;
+2. v2 answers 50% of requests with 500 while its health check passes: the one-box
+   alarm on the agent's error ratio fires and the deployment is rolled back before a
+   second host is touched;
+3. v3 carries a latent fault (``fault_after_s``): healthy at activation, failing a few
+   seconds into the one-box bake, which catches it;
+4. v4, good, all the way; then the decision trail (``fleetwave explain``) of v2 and v3.
+
+As root (and with ``ip netns``) the hosts are network namespaces with real sshd behind
+HAProxy, with a real Prometheus scraping the agents when it is installed. Otherwise,
+or with ``--nonroot`` / ``FLEETWAVE_DEMO_NONROOT=1``, they are in-process SSH hosts
+running the real agent code, behind HAProxy if it is on PATH, else behind no balancer.
+
+Everything goes to ``--work`` (default ``demo-out/fleet``); the fleet is torn down on
+every exit, Ctrl-C and SIGTERM included. Exit status: 0 when every act behaved as
+shown, 1 otherwise, 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -26,91 +36,84 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # the namespace lab lives in tests/lab
+HERE = Path(__file__).resolve().parent
+for _path in (REPO, HERE):  # the test fleets live in tests/, the fleet kinds next to us
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import yaml  # noqa: E402
-from tests.lab import Fleet, LabConfig, LoadReport, lab_unavailable_reason  # noqa: E402
+from fleets import (  # noqa: E402
+    DemoFleet,
+    InprocFleet,
+    Load,
+    NamespaceFleet,
+    current_versions,
+)
+from tests.lab import LoadReport, free_port, lab_unavailable_reason  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 DEMO_APP = REPO / "examples" / "demo-app"
-TRUST = "/srv/fleetwave/trusted.pub"  # inside each host; the pipeline's agent_command
-AGENT_ROOT = "/srv/fleetwave/agent"
 CLI_TIMEOUT_S = 240.0
+#: After Ctrl-C, how long a running ``fleetwave`` gets to abort cleanly.
+CLI_ABORT_S = 20.0
 # Exit statuses of `fleetwave deploy` (docs/engine.md, "Results and exit codes").
-DEPLOY_RESULTS = {
-    0: "succeeded",
-    20: "rolled_back: the deployment failed and every touched host was rolled back",
-    21: "rollback_incomplete",
-    130: "aborted",
+DEPLOY_RESULTS = {0: "succeeded", 20: "rolled_back", 21: "rollback_incomplete", 130: "aborted"}
+ONEBOX_BAKE = "15s"
+#: The releases: version -> (behaviour.json changes, what it is).
+RELEASES: dict[str, tuple[dict[str, Any], str]] = {
+    "1.0.0": ({}, "good"),
+    "2.0.0": ({"error_rate": 0.5}, "50% of requests answer 500; /health still 200"),
+    "3.0.0": (
+        {"error_rate": 0.6, "fault_after_s": 5},
+        "a latent fault: 60% 500s from 5 s after start, healthy before",
+    ),
+    "4.0.0": ({}, "good"),
 }
-# The bad release fails its health check; a shorter deadline than the app's 20 s
-# keeps the demo brisk without changing what happens.
-BAD_HEALTH_DEADLINE = "6s"
-# The journal steps of `fleetwave explain` worth showing a newcomer.
-EXPLAIN_KEY_STEPS = frozenset(
-    {"DeploymentStarted", "before", "HostFailed", "RollbackHost", "HostRolledBack",
-     "HostReturned", "Finish"}
-)  # fmt: skip
 
 
 class DemoError(Exception):
-    """A step of the demo did not do what it should; the message says which."""
+    """A step did not do what the demo says it does; the message says which."""
 
 
 class Interrupted(BaseException):
     """SIGTERM: unwind like Ctrl-C so the fleet is torn down."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    hosts: int
-    bake: str
-    work: Path
-
-
 def header(text: str) -> None:
     """One bold line per act, so a newcomer can follow the story."""
-    bold = sys.stdout.isatty()
     line = f"==> {text}"
-    print(f"\n\033[1m{line}\033[0m" if bold else f"\n{line}", flush=True)
+    print(f"\n\033[1m{line}\033[0m" if sys.stdout.isatty() else f"\n{line}", flush=True)
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-class Demo:
-    """The acts, run against one fleet and one work directory."""
+class Cli:
+    """Runs ``fleetwave`` in the work directory, as a user would."""
 
-    def __init__(self, fleet: Fleet, settings: Settings) -> None:
-        self.fleet = fleet
-        self.settings = settings
-        self.work = settings.work
-        self.cli_path = Path(sys.executable).parent / "fleetwave"
-        self.pipeline = self.work / "pipeline.yaml"
-        self.packages: dict[str, Path] = {}
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.path = Path(sys.executable).parent / "fleetwave"
 
-    # -- running the CLI ------------------------------------------------------------
-
-    def fleetwave(self, *args: str, echo: bool = True, show: bool = True) -> tuple[int, str]:
-        """Run ``fleetwave ARGS`` in the work directory, echoing the command and
-        streaming its output (stdout and stderr merged) indented; bounded in time."""
-        if echo:
+    def run(self, *args: str, show: bool = True, live: bool = False) -> tuple[int, str]:
+        """``fleetwave ARGS``; output indented on screen when ``show``. With ``live`` and
+        a terminal, the command writes to the terminal itself (its live view)."""
+        if show:
             say("$ fleetwave " + " ".join(args))
+        inherit = live and sys.stdout.isatty()
         proc = subprocess.Popen(
-            [str(self.cli_path), *args],
+            [str(self.path), *args],
             cwd=self.work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdout=None if inherit else subprocess.PIPE,
+            stderr=None if inherit else subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            # Its own session: Ctrl-C reaches only the driver, which then ends it.
+            # Its own session: Ctrl-C reaches the demo only, which then asks it to abort.
             start_new_session=True,
         )
         lines: list[str] = []
@@ -123,247 +126,335 @@ class Demo:
                     say("    " + line.rstrip("\n"))
 
         reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
+        if proc.stdout is not None:
+            reader.start()
         try:
             proc.wait(timeout=CLI_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             raise DemoError(f"fleetwave {args[0]} did not finish in {CLI_TIMEOUT_S:.0f} s") from exc
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-            reader.join(timeout=5)
+            if proc.poll() is None:  # interrupted: let it abort, bounded, then kill it
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=CLI_ABORT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            if reader.is_alive():
+                reader.join(timeout=5)
         return proc.returncode, "\n".join(lines)
 
     def must(self, *args: str, show: bool = True) -> str:
-        """``fleetwave ARGS`` that must exit 0; its output otherwise becomes the error."""
-        code, out = self.fleetwave(*args, show=show)
+        code, out = self.run(*args, show=show)
         if code != 0:
-            # Shown output is already on screen; hidden output's tail goes in the error.
             tail = "" if show else ":\n" + "\n".join(out.splitlines()[-5:])
             raise DemoError(f"fleetwave {' '.join(args)} exited {code}{tail}")
         return out
 
-    # -- acts -----------------------------------------------------------------------
+    def json_lines(self, *args: str) -> list[dict[str, Any]]:
+        out = self.must(*args, "--json", show=False)
+        try:
+            return [json.loads(line) for line in out.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise DemoError(f"fleetwave {args[0]} --json: not JSON lines: {out[:200]!r}") from exc
 
-    def show_fleet(self) -> None:
-        haproxy = self.fleet.haproxy
-        assert haproxy is not None
-        half = (len(self.fleet.hosts) + 1) // 2
-        for i, host in enumerate(self.fleet.hosts):
-            az = "demo-az1" if i < half else "demo-az2"
-            say(f"  {host.name:<20} {host.ip:<15} {az}  sshd on :22, netns {host.netns}")
-        say(f"  HAProxy frontend {haproxy.frontend_url}/  (backend '{haproxy.backend}',")
-        say(f"    runtime API {haproxy.socket_path})")
-        say(f"  deploy user '{self.fleet.config.user}' (not root), agent root {AGENT_ROOT}")
 
-    def build_packages(self) -> None:
-        self.must("keygen", "--out", "keys", "--name", "demo")
-        for version, behaviour, deadline in (
-            ("1.0.0", {}, None),
-            ("2.0.0", {}, None),
-            ("3.0.0", {"health": "fail"}, BAD_HEALTH_DEADLINE),
-        ):
-            src = self._source(version, behaviour, deadline)
-            self.must(
-                "package", "build", src.name, "--name", "demo-app", "--version", version,
-                "--key", "keys/demo.key", "--out", "pkgs",
-            )  # fmt: skip
-            found = sorted((self.work / "pkgs").glob(f"demo-app-{version}*.fwpkg"))
-            if len(found) != 1:
-                raise DemoError(f"package build {version}: expected one .fwpkg, found {found}")
-            self.packages[version] = found[0]
-        say('  v3.0.0 is the bad one: behaviour.json sets "health": "fail"')
+class Story:
+    """The acts, against one fleet and one work directory."""
 
-    def _source(self, version: str, behaviour: dict[str, str], deadline: str | None) -> Path:
-        src = self.work / f"src-{version}"
+    def __init__(self, fleet: DemoFleet, cli: Cli, packages: dict[str, Path]) -> None:
+        self.fleet = fleet
+        self.cli = cli
+        self.work = cli.work
+        self.packages = packages
+        self.deployments: dict[str, str] = {}
+
+    def render_pipeline(self) -> None:
+        azs: dict[str, list[dict[str, Any]]] = {"demo-az1": [], "demo-az2": []}
+        for h in self.fleet.hosts:
+            entry: dict[str, Any] = {"name": h.name, "address": h.address}
+            if h.ssh_port:
+                entry["port"] = h.ssh_port
+            if h.lb:
+                entry["lb"] = h.lb
+            azs[h.az].append(entry)
+        topology = {"regions": {"demo-1": {"traffic": "low", "timezone": "UTC", "azs": azs}}}
+        (self.work / "topology.yaml").write_text(yaml.safe_dump(topology, sort_keys=False))
+        template = string.Template((HERE / "pipeline.yaml.in").read_text())
+        (self.work / "pipeline.yaml").write_text(
+            template.substitute(
+                ssh=json.dumps(self.fleet.ssh()),
+                load_balancers=json.dumps(self.fleet.load_balancers()),
+                onebox_bake=ONEBOX_BAKE,
+            )
+        )
+
+    def show_addresses(self) -> None:
+        say("  agent exporters (the agent's standard metrics, Prometheus text):")
+        for h in self.fleet.hosts:
+            say(f"    {h.name:<16} {h.exporter_url}")
+        say("  controller metrics: http://127.0.0.1:PORT/metrics while a deploy runs")
+        say("    (fleetwave deploy --metrics-port PORT; each deploy below prints its port)")
+        prom = self.fleet.prometheus_url()
+        if prom is not None:
+            say(f"  Prometheus {prom} scrapes every agent exporter and the controller, every 1 s")
+        else:
+            say("  no Prometheus here (it runs with the root fleet); scrape the addresses above")
+
+    def deploy(self, version: str, *, expect: int, load: Load | None = None) -> str:
+        """``fleetwave deploy`` of one release, which must exit ``expect``; returns the
+        deployment id (from ``status --json``)."""
+        port = free_port()
+        self.fleet.scrape(f"127.0.0.1:{port}")
+        say(f"  controller metrics: http://127.0.0.1:{port}/metrics")
+        pkg = self.packages[version].relative_to(self.work)
+        code, _out = self.cli.run(
+            "deploy", str(pkg), "-f", "pipeline.yaml", "--yes", "--metrics-port", str(port),
+            live=True,
+        )  # fmt: skip
+        if load is not None:
+            load.wait_requests(10)  # traffic after the deployment too
+        say(f"  exit status {code}: {DEPLOY_RESULTS.get(code, 'unexpected')}")
+        if code != expect:
+            raise DemoError(f"deploy of {version} exited {code}, expected {expect}")
+        out = self.cli.must("status", "-f", "pipeline.yaml", "--json", show=False)
+        try:
+            dep = str(json.loads(out)["deployment"]["id"])
+        except (IndexError, KeyError, TypeError) as exc:
+            raise DemoError(f"fleetwave status --json: no deployment id in {out[:200]!r}") from exc
+        self.deployments[version] = dep
+        return dep
+
+    def trail(self, dep: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(decision trail, journal steps) of deployment ``dep``, from ``explain --json``."""
+        lines = self.cli.json_lines("explain", dep, "-f", "pipeline.yaml")
+        if not lines or "trail" not in lines[0]:
+            raise DemoError(f"fleetwave explain {dep} --json: no trail")
+        return lines[0]["trail"], lines[1:]
+
+    def hosts_installed(self, steps: list[dict[str, Any]]) -> set[str]:
+        return {
+            s["host"]
+            for s in steps
+            if s.get("kind") == "intent" and s.get("name") == "InstallOnHost"
+        }
+
+    def check_settled(self, version: str) -> None:
+        """Every host on ``version`` (and UP in the balancer, when there is one)."""
+        self.fleet.wait_ready()
+        versions = current_versions(self.fleet)
+        for h in self.fleet.hosts:
+            lb = self.fleet.lb_status(h.name)
+            say(
+                f"  {h.name:<16} release {versions[h.name]}"
+                + (f"  {self.fleet.balancer} {lb}" if lb else "")
+            )
+        wrong = {h: v for h, v in versions.items() if v != version}
+        if wrong:
+            raise DemoError(f"hosts not on {version}: {wrong}")
+
+    def check_caught_on_onebox(self, version: str, dep: str, *, in_bake: bool) -> str:
+        """Rolled back by an alarm while only the one-box had the release; with
+        ``in_bake``, after the one-box bake had begun. Returns what fired."""
+        trail, steps = self.trail(dep)
+        installed = self.hosts_installed(steps)
+        if len(installed) != 1:
+            raise DemoError(
+                f"{version}: installed on {sorted(installed)}, expected the one-box only"
+            )
+        fired = [e for e in trail if e.get("type") == "AlarmChanged" and e.get("state") == "ALARM"]
+        if not fired:
+            raise DemoError(f"{version}: rolled back, but no alarm fired in the trail")
+        first = fired[0]
+        what = f"{first.get('role', '?')} alarm '{first.get('alarm')}'"
+        say(f"  check: only {installed.pop()} got {version}; {what} went to ALARM")
+        if in_bake:
+            bakes = [
+                e for e in trail
+                if e.get("type") == "GateResult" and e.get("purpose") == "bake"
+                and e.get("at", 0) < first.get("at", 0)
+            ]  # fmt: skip
+            if not bakes:
+                raise DemoError(f"{version}: the alarm fired before the one-box bake began")
+            say(f"  check: the one-box bake was under way ({len(bakes)} bake verdicts before it)")
+        return what
+
+    def check_load(self, report: LoadReport, *, allowed: frozenset[str]) -> None:
+        """Client requests: failures other than ``allowed`` fail the demo when a balancer
+        drains hosts; without one, restarts cut requests, which is shown, not hidden."""
+        kinds: dict[str, int] = {}
+        for f in report.failures:
+            kinds[f.what.split(":")[0]] = kinds.get(f.what.split(":")[0], 0) + 1
+        text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+        say(f"  client load: {report.requests} requests, failed: {text}")
+        unexpected = {k: n for k, n in kinds.items() if k not in allowed}
+        if unexpected and self.fleet.balancer != "none":
+            raise DemoError(f"client requests failed through {self.fleet.balancer}: {unexpected}")
+        if unexpected:
+            say("  (no balancer: requests to a host while it restarts fail; a drain prevents that)")
+
+    def explain(self, version: str) -> None:
+        """``fleetwave explain``: the decision trail in full, the steps counted."""
+        dep = self.deployments[version]
+        say(f"$ fleetwave explain {dep} -f pipeline.yaml   (the trail; the steps are counted)")
+        out = self.cli.must("explain", dep, "-f", "pipeline.yaml", show=False)
+        lines = out.splitlines()
+        cut = lines.index("steps:") if "steps:" in lines else len(lines)
+        for line in lines[:cut]:
+            say("    " + (line if len(line) <= 200 else line[:197] + "..."))
+        steps = [line for line in lines[cut + 1 :] if line[:1].isdigit()]
+        say(f"    steps: {len(steps)} journalled steps (run the command above to see them)")
+        say("    " + next((line for line in reversed(lines) if line.startswith("=>")), ""))
+
+
+def build_packages(cli: Cli, work: Path, inproc: bool) -> dict[str, Path]:
+    packages = {}
+    for version, (behaviour, what) in RELEASES.items():
+        src = work / f"src-{version}"
         shutil.copytree(DEMO_APP, src)
         data = json.loads((src / "behaviour.json").read_text())
         data.update({"version": version, **behaviour})
         (src / "behaviour.json").write_text(json.dumps(data) + "\n")
-        if deadline is not None:
-            manifest = src / "fleetwave-package.yaml"
-            text = manifest.read_text()
-            if "deadline: 20s" not in text:
-                raise DemoError(f"{manifest}: no 'deadline: 20s' to shorten for the bad release")
-            manifest.write_text(text.replace("deadline: 20s", f"deadline: {deadline}"))
-        return src
+        if inproc:
+            _adapt_for_inproc(src)
+        cli.must(
+            "package", "build", src.name, "--name", "demo-app", "--version", version,
+            "--key", "keys/demo.key", "--out", "pkgs", show=False,
+        )  # fmt: skip
+        found = sorted((work / "pkgs").glob(f"demo-app-{version}*.fwpkg"))
+        if len(found) != 1:
+            raise DemoError(f"package build {version}: expected one .fwpkg, found {found}")
+        packages[version] = found[0]
+        say(f"  {found[0].relative_to(work)}  {what}")
+    return packages
 
-    def install_trust_and_pipeline(self) -> None:
-        public = self.work / "keys" / "demo.pub"
-        for host in self.fleet.hosts:
-            dest = host.path(TRUST)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(public, dest)
-            dest.chmod(0o644)
-        say(f"  copied keys/demo.pub to {TRUST} on {len(self.fleet.hosts)} hosts")
-        self._render_pipeline()
-        say("  rendered pipeline.yaml and topology.yaml from examples/fleet-demo/")
 
-    def _render_pipeline(self) -> None:
-        fleet = self.fleet
-        assert fleet.haproxy is not None
-        half = (len(fleet.hosts) + 1) // 2
-        azs: dict[str, list[dict[str, str]]] = {"demo-az1": [], "demo-az2": []}
-        for i, host in enumerate(fleet.hosts):
-            azs["demo-az1" if i < half else "demo-az2"].append(
-                {
-                    "name": host.name,
-                    "address": host.ip,
-                    "lb": f"lab:{fleet.haproxy.backend}/{host.name}",
-                }
-            )
-        topology = {"regions": {"demo-1": {"traffic": "low", "timezone": "UTC", "azs": azs}}}
-        (self.work / "topology.yaml").write_text(yaml.safe_dump(topology, sort_keys=False))
-        template = string.Template((HERE / "pipeline.yaml.in").read_text())
-        self.pipeline.write_text(
-            template.substitute(
-                user=fleet.config.user,
-                identity=fleet.client_key,
-                known_hosts=fleet.known_hosts,
-                agent=fleet.agent_path,
-                haproxy_socket=fleet.haproxy.socket_path,
-                bake=self.settings.bake,
-            )
-        )
+def _adapt_for_inproc(src: Path) -> None:
+    """In-process hosts share one network stack: the app binds the host's own loopback
+    address (from the host's /etc), and the health check asks that address."""
+    for name in ("with-host-env", "check-health"):
+        shutil.copy2(HERE / "inproc" / "bin" / name, src / "bin" / name)
+    manifest = src / "fleetwave-package.yaml"
+    spec = yaml.safe_load(manifest.read_text())
+    spec["hooks"]["start"]["argv"] = ["./bin/with-host-env", "./bin/start"]
+    spec["health_checks"] = [
+        {"name": "http", "kind": "command", "argv": ["./bin/check-health"], "deadline": "20s"}
+    ]
+    manifest.write_text(yaml.safe_dump(spec, sort_keys=False))
 
-    def deploy(self, version: str, *, expect: int) -> str:
-        """``fleetwave deploy`` of one package, which must exit ``expect``; its output."""
-        pkg = self.packages[version].relative_to(self.work)
-        code, out = self.fleetwave("deploy", str(pkg), "-f", "pipeline.yaml", "--yes")
-        say(f"  exit status {code}: {DEPLOY_RESULTS.get(code, 'unexpected')}")
-        if code != expect:
-            raise DemoError(f"deploy of {version} exited {code}, expected {expect}")
-        return out
 
-    def deploy_under_load(self, version: str, *, expect: int) -> tuple[LoadReport, str]:
-        """:meth:`deploy` with steady client requests through HAProxy from before the
-        deployment starts until after it ends."""
-        haproxy = self.fleet.haproxy
-        assert haproxy is not None
-        with self.fleet.load(workers=2, max_seconds=CLI_TIMEOUT_S + 60) as load:
-            load.wait_requests(20)
-            say(f"  client load: 2 workers -> {haproxy.frontend_url}/")
-            out = self.deploy(version, expect=expect)
-            load.wait_requests(20)
-            return load.stop(), out
+def processes_under(path: Path, settle_s: float = 5.0) -> list[str]:
+    """Live processes whose command line names ``path`` (what the demo may leave),
+    after giving ones that are exiting up to ``settle_s`` to go."""
+    needle = str(path).encode()
+    mine = _ancestors()  # whoever started us (a shell, runuser, timeout) names it too
+    deadline = time.monotonic() + settle_s
+    while True:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) in mine:
+                continue
+            with contextlib.suppress(OSError):
+                if needle in (proc / "cmdline").read_bytes():
+                    found.append(proc.name)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
-    def show_load(self, report: LoadReport) -> None:
-        say(f"  load report: {report.requests} requests sent, {len(report.failures)} failed")
-        served = ", ".join(f"{name} {n}" for name, n in sorted(report.by_server.items()))
-        say(f"  served by: {served or 'nobody'}")
-        for failure in report.failures[:5]:
-            say(f"    failed at +{failure.at}s: {failure.what}")
-        if report.failures:
-            raise DemoError(f"{len(report.failures)} client requests failed during the deployment")
 
-    def wait_all_ready(self, timeout: float = 30.0) -> None:
-        haproxy = self.fleet.haproxy
-        assert haproxy is not None
-        for host in self.fleet.hosts:
-            haproxy.wait_status(host.name, "UP", timeout=timeout)
-
-    def versions(self) -> dict[str, str | None]:
-        """Each host's current release, read from its agent root's ``current`` link."""
-        out: dict[str, str | None] = {}
-        for host in self.fleet.hosts:
-            current = host.path(f"{AGENT_ROOT}/current")
-            # The link target is a path in the host's mount namespace: read, not resolve.
-            target = os.readlink(current) if current.is_symlink() else None
-            out[host.name] = Path(target).name.split("-")[0] if target else None
-        return out
-
-    def show_hosts(self, expect_version: str) -> None:
-        haproxy = self.fleet.haproxy
-        assert haproxy is not None
-        self.wait_all_ready()
-        versions = self.versions()
-        for host in self.fleet.hosts:
-            status = haproxy.server_status(host.name)
-            say(f"  {host.name:<20} release {versions[host.name]}  HAProxy {status}")
-        wrong = {h: v for h, v in versions.items() if v != expect_version}
-        if wrong:
-            raise DemoError(f"hosts not on {expect_version}: {wrong}")
-
-    def latest_deployment_id(self) -> str:
-        _code, out = self.fleetwave(
-            "status", "-f", "pipeline.yaml", "--json", echo=False, show=False
-        )
+def _ancestors() -> set[int]:
+    """This process and its ancestors, by /proc's parent links."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
         try:
-            status = json.loads(out)
-            return str(status["deployment"]["id"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DemoError(f"fleetwave status --json: no deployment id in {out[:200]!r}") from exc
-
-    def explain(self, deployment: str) -> None:
-        """``fleetwave explain``, trimmed to the steps that tell the story."""
-        say(f"$ fleetwave explain {deployment} -f pipeline.yaml   (trimmed to the key steps)")
-        code, out = self.fleetwave(
-            "explain", deployment, "-f", "pipeline.yaml", echo=False, show=False
-        )
-        if code != 0:
-            raise DemoError(f"fleetwave explain {deployment} exited {code}: {out[-300:]}")
-        lines = out.splitlines()
-        kept = [
-            line
-            for line in lines
-            # Untimestamped lines are the header and the result; the rest by step name.
-            if not line[:1].isdigit() or EXPLAIN_KEY_STEPS.intersection(line.split()[3:4])
-        ]
-        for line in kept:
-            say("    " + (line if len(line) <= 240 else line[:237] + "..."))
-        say(f"    ({len(lines) - len(kept)} of {len(lines)} lines left out)")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return pids
 
 
-def run_acts(demo: Demo) -> list[str]:
-    """Acts 1-5; returns the summary lines. Raises DemoError on the first surprise."""
-    header(f"Act 1: a fleet of {len(demo.fleet.hosts)} hosts in 1 region, 2 AZs, behind HAProxy")
-    demo.show_fleet()
+def run_story(fleet: DemoFleet, cli: Cli, packages: dict[str, Path]) -> list[str]:
+    """Acts 2-6; returns the summary lines. Raises DemoError on the first surprise."""
+    story = Story(fleet, cli, packages)
+    header("Act 2: the pipeline, the plan, and where to scrape")
+    story.render_pipeline()
+    say("  pipeline.yaml: one-box (its own 5xx alarm, bake 15 s AND 20 requests), then each AZ")
+    cli.must("validate", "-f", "pipeline.yaml")
+    cli.must("plan", "-f", "pipeline.yaml")
+    story.show_addresses()
 
-    header("Act 2: a signing key, then demo-app v1, v2 (good) and v3 (bad), signed")
-    demo.build_packages()
+    header("Act 3: deploy v1, the first install, everywhere")
+    # Under load from the start: bakes wait for requests served by the new release.
+    with fleet.load(CLI_TIMEOUT_S + 60) as load:
+        say(f"  client load: {load.target} (requests fail until the first host is up)")
+        story.deploy("1.0.0", expect=0, load=load)
+        v1 = load.stop()
+    say(f"  client load: {v1.requests} requests, {len(v1.failures)} failed before v1 was up")
+    story.check_settled("1.0.0")
 
-    header("Act 3: trust the key on every host, render the pipeline, show the plan")
-    demo.install_trust_and_pipeline()
-    demo.must("plan", "-f", "pipeline.yaml")
+    header("Act 4: v2's errors rise while its health check passes: caught on the one-box")
+    with fleet.load(CLI_TIMEOUT_S + 60) as load:
+        load.wait_requests(20)
+        say(f"  client load: {load.target}")
+        dep = story.deploy("2.0.0", expect=20, load=load)
+        v2 = load.stop()
+    v2_what = story.check_caught_on_onebox("2.0.0", dep, in_bake=False)
+    story.check_load(v2, allowed=frozenset({"HTTP 500"}))
+    story.check_settled("1.0.0")
 
-    header("Act 4: deploy v1 (first install), then v2 under steady client load")
-    demo.deploy("1.0.0", expect=0)
-    demo.wait_all_ready()
-    v2, _ = demo.deploy_under_load("2.0.0", expect=0)
-    demo.show_load(v2)
-    demo.show_hosts("2.0.0")
+    header("Act 5: v3 hides a latent fault: healthy at first, caught during the bake")
+    with fleet.load(CLI_TIMEOUT_S + 60) as load:
+        load.wait_requests(20)
+        dep = story.deploy("3.0.0", expect=20, load=load)
+        v3 = load.stop()
+    v3_what = story.check_caught_on_onebox("3.0.0", dep, in_bake=True)
+    story.check_load(v3, allowed=frozenset({"HTTP 500"}))
+    story.check_settled("1.0.0")
 
-    header("Act 5: deploy the bad v3 under load: the one-box fails health, it rolls back")
-    v3, out = demo.deploy_under_load("3.0.0", expect=20)
-    # A rollback for any other reason (e.g. a broken agent) must not pass for this story.
-    failed = [line.strip() for line in out.splitlines() if "install failed" in line]
-    if not failed or any("health check" not in line for line in failed):
-        raise DemoError(f"v3 was expected to fail its health check, got: {failed or out[-500:]}")
-    demo.explain(demo.latest_deployment_id())
-    demo.show_load(v3)
-    demo.show_hosts("2.0.0")
+    header("Act 6: v4 is good: all the way, one host at a time")
+    with fleet.load(CLI_TIMEOUT_S + 60) as load:
+        load.wait_requests(20)
+        story.deploy("4.0.0", expect=0, load=load)
+        v4 = load.stop()
+    story.check_load(v4, allowed=frozenset())
+    story.check_settled("4.0.0")
+    prom = ""
+    if fleet.prometheus_url() is not None:
+        rows = fleet.prometheus_query("sum by (host) (fleetwave_agent_app_requests_total)")
+        counts = ", ".join(f"{r['metric'].get('host')} {float(r['value'][1]):.0f}" for r in rows)
+        say(f"  Prometheus: requests per host, scraped from the agents: {counts}")
+        states = fleet.prometheus_query("last_over_time(fleetwave_alarm_state[10m])")
+        say(f"  Prometheus: {len(states)} fleetwave_alarm_state series scraped from the controller")
+        prom = f"; Prometheus scraped {len(rows)} agents and the controller"
+
+    header("Act 7: why? The decision trail of each verdict")
+    story.explain("2.0.0")
+    story.explain("3.0.0")
 
     return [
-        f"fleet: {len(demo.fleet.hosts)} namespace hosts, 2 AZs, HAProxy in front",
-        "v1.0.0 installed everywhere; v2.0.0 rolled out one host at a time, "
-        f"{v2.requests} client requests, {len(v2.failures)} failed",
-        "v3.0.0 failed its health check on the one-box and was rolled back automatically "
-        f"(exit 20); {v3.requests} client requests, {len(v3.failures)} failed",
-        "every host back on 2.0.0 and UP in HAProxy",
+        f"fleet: {len(fleet.hosts)} {fleet.kind} hosts in 2 AZs, balancer: {fleet.balancer}{prom}",
+        "v1.0.0 installed everywhere",
+        f"v2.0.0 (50% errors, health passing): rolled back by the {v2_what} "
+        "before a second host was touched",
+        f"v3.0.0 (latent fault): rolled back during the one-box bake by the {v3_what}",
+        f"v4.0.0 rolled out everywhere; {v4.requests} client requests, {len(v4.failures)} failed",
     ]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="3 hosts and 1 s bakes (for tests)")
-    parser.add_argument("--hosts", type=int, help="fleet size (default 6, 3 with --quick)")
+    parser.add_argument("--hosts", type=int, default=4, help="fleet size, 3..12 (default 4)")
     parser.add_argument(
-        "--check",
+        "--nonroot",
         action="store_true",
-        help="only say whether the fleet act can run here (exit 0) or why not (exit 3)",
+        default=os.environ.get("FLEETWAVE_DEMO_NONROOT", "") not in ("", "0"),
+        help="in-process hosts even as root (also FLEETWAVE_DEMO_NONROOT=1)",
     )
-    parser.add_argument("--work", type=Path, default=REPO / "demo-out" / "fleet")
+    parser.add_argument(
+        "--work", type=Path, default=REPO / "demo-out" / "fleet", help="where files go"
+    )
     return parser.parse_args(argv)
 
 
@@ -372,48 +463,65 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the fleet demo; see the module docstring for the exit status."""
+    """Run the story; see the module docstring for the exit status."""
     args = parse_args(argv)
-    reason = lab_unavailable_reason()
-    if reason is not None:
-        say(
-            f"fleet act skipped: {reason} (the fleet act builds network-namespace hosts "
-            "with real sshd and HAProxy, which needs root and ip netns)"
-        )
-        return 3 if args.check else 0
-    if args.check:
-        return 0
-    hosts = args.hosts or (3 if args.quick else 6)
-    if not 2 <= hosts <= 20:
-        say(f"demo: --hosts must be 2..20, got {hosts}")
+    if not 3 <= args.hosts <= 12:
+        say(f"demo: --hosts must be 3..12, got {args.hosts}")
         return 2
+    reason = (
+        "forced by --nonroot/FLEETWAVE_DEMO_NONROOT" if args.nonroot else lab_unavailable_reason()
+    )
     work: Path = args.work.resolve()
-    settings = Settings(hosts=hosts, bake="1s" if args.quick else "3s", work=work)
     if work.exists():
+        subprocess.run(["chmod", "-R", "u+w", str(work)], check=False)  # releases are read-only
         shutil.rmtree(work)
     (work / "pkgs").mkdir(parents=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
+    cli = Cli(work)
     summary: list[str] = []
     error: str | None = None
+    interrupted = False
+    stack = contextlib.ExitStack()
+    fleet: NamespaceFleet | InprocFleet | None = None
     try:
-        with Fleet(LabConfig(hosts=hosts)) as fleet:
+        header("Act 1: a signing key, four signed releases, and a fleet")
+        cli.must("keygen", "--out", "keys", "--name", "demo", show=False)
+        say("  keys/demo.key signs; keys/demo.pub is what every agent and the controller trust")
+        packages = build_packages(cli, work, inproc=reason is not None)
+        with stack:
+            if reason is None:
+                say(f"  as root: {args.hosts} network-namespace hosts (real sshd) behind HAProxy")
+                fleet = NamespaceFleet(stack, args.hosts, work / "keys" / "demo.pub")
+            else:
+                say(f"  in-process hosts ({reason}): asyncssh servers running the real agent")
+                fleet = InprocFleet(stack, args.hosts, work / "keys" / "demo.pub", work)
+            for line in fleet.describe():
+                say(line)
             try:
-                summary = run_acts(Demo(fleet, settings))
+                summary = run_story(fleet, cli, packages)
             finally:
-                header("Act 6: tear the fleet down (namespaces, sshd, apps, HAProxy)")
-                fleet.teardown()
-                left = {k: v for k, v in fleet.leftovers().items() if v}
-                say(f"  leftovers: {left or 'none'}")
-                if left:
-                    error = f"teardown left {left}"
+                header("Teardown: hosts, apps, balancer, Prometheus")
+        left = fleet.leftovers() if fleet is not None else {}
+        stray = processes_under(work)
+        if stray:
+            left["processes under the work dir"] = stray
+        say(f"  leftovers: {left or 'none'}")
+        if left:
+            error = f"teardown left {left}"
     except DemoError as exc:
         error = str(exc)
     except (KeyboardInterrupt, Interrupted):
-        say("\ndemo: interrupted; the fleet was torn down")
-        return 130
+        interrupted = True
     except Exception as exc:  # any failure ends the demo with its one-line message
         error = f"{type(exc).__name__}: {exc}"
+    if interrupted:
+        left = fleet.leftovers() if fleet is not None else {}
+        stray = processes_under(work)
+        if stray:
+            left["processes under the work dir"] = stray
+        say(f"\ndemo: interrupted; torn down, leftovers: {left or 'none'}")
+        return 130
     elapsed = time.monotonic() - started
     if error is not None:
         say(f"\ndemo: FAILED: {error}")
@@ -421,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     header(f"Summary ({elapsed:.0f} s)")
     for line in summary:
         say(f"  - {line}")
-    say(f"  - files: {work} (pipeline.yaml, topology.yaml, pkgs/, state/journal.db)")
+    say(f"  - files: {work} (pipeline.yaml, topology.yaml, pkgs/, state/)")
     return 0
 
 

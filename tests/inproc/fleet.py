@@ -159,9 +159,11 @@ async def start_fleet(
     hang_ops: frozenset[str] = frozenset(),
     first_index: int = 0,
     workers: int = 8,
+    root_subdir: str = "",
 ) -> Fleet:
     """Start ``count`` hosts. With ``host_ca`` the hosts present a certificate signed by
-    it and known_hosts holds only an ``@cert-authority`` line."""
+    it and known_hosts holds only an ``@cert-authority`` line. Each host's agent root is
+    ``root_dir/NAME``, or ``root_dir/NAME/root_subdir`` (room for a per-host "/etc")."""
     client_key = client_key or asyncssh.generate_private_key("ssh-ed25519")
     host_key = host_key or asyncssh.generate_private_key("ssh-ed25519")
     authorized = asyncssh.import_authorized_keys(client_key.export_public_key("openssh").decode())
@@ -174,7 +176,7 @@ async def start_fleet(
     hosts: list[FleetHost] = []
     for i in range(count):
         name = f"host-{first_index + i:05d}"
-        root = root_dir / name
+        root = root_dir / name / root_subdir if root_subdir else root_dir / name
         root.mkdir(parents=True, exist_ok=True)
         hosts.append(FleetHost(name, loopback_address(first_index + i), 0, root, make_agent(root)))
 
