@@ -270,7 +270,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _agent(args: argparse.Namespace, root_use: str = _Root.EXISTING) -> Agent:
     """The agent for ``args``; see :class:`_Root` for what happens to a missing root."""
-    from fleetwave_agent.config import load_config
+    from fleetwave_agent.configure import load_config
     from fleetwave_agent.operations import Agent
     from fleetwave_agent.store import ReleaseStore
 
@@ -395,9 +395,9 @@ def _pin(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fleetwave_agent.config import load_config
     from fleetwave_agent.config_cache import ENV_DISABLE
-    from fleetwave_agent.exporter import serve
+    from fleetwave_agent.configure import load_config
+    from fleetwave_agent.daemon import serve
     from fleetwave_agent.operations import Agent
 
     # The daemon starts once, so it always parses the YAML itself: the config cache

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetwave_agent.errors import ChecksumError
-from fleetwave_agent.package import _LEN, HEADER_BYTES, MAGIC, SIGNATURE_BYTES
+from fleetwave_agent.framing import _LEN, HEADER_BYTES, MAGIC, SIGNATURE_BYTES
 
 if TYPE_CHECKING:
     from fleetwave_agent.manifest import Manifest

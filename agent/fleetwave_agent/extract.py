@@ -41,8 +41,8 @@ from fleetwave_agent.errors import (
     StoreError,
     UnsafePackageError,
 )
+from fleetwave_agent.framing import CHUNK, HEADER_BYTES, MAGIC, SIGNATURE_BYTES, Limits
 from fleetwave_agent.manifest import FileEntry, Manifest, check_member_path
-from fleetwave_agent.package import CHUNK, HEADER_BYTES, MAGIC, SIGNATURE_BYTES, Limits
 from fleetwave_agent.tarstream import MalformedTar, TarMember, TarReader
 from fleetwave_core.safefile import FileRefusedError, open_regular
 

@@ -24,7 +24,6 @@ import hashlib
 import io
 import os
 import stat
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,15 @@ from fleetwave_agent.errors import (
     PackageError,
     SizeLimitError,
 )
+
+# Re-exported: the format's constants and limits are part of this module's interface.
+from fleetwave_agent.framing import _LEN
+from fleetwave_agent.framing import CHUNK as CHUNK
+from fleetwave_agent.framing import DEFAULT_LIMITS as DEFAULT_LIMITS
+from fleetwave_agent.framing import HEADER_BYTES as HEADER_BYTES
+from fleetwave_agent.framing import MAGIC as MAGIC
+from fleetwave_agent.framing import SIGNATURE_BYTES as SIGNATURE_BYTES
+from fleetwave_agent.framing import Limits as Limits
 from fleetwave_agent.manifest import (
     HOOK_NAMES,
     FileEntry,
@@ -56,27 +64,9 @@ if TYPE_CHECKING:
     from fleetwave_agent.keys import Keyring
     from fleetwave_core.yamlsrc import YamlDocument
 
-MAGIC = b"\x89FWPKG\x01\n"
-SIGNATURE_BYTES = 64
-_LEN = struct.Struct(">I")
-HEADER_BYTES = len(MAGIC) + _LEN.size
 PACKAGE_SUFFIX = ".fwpkg"
 #: Optional file at the root of a source directory declaring hooks and health checks.
 PACKAGE_CONFIG = "fleetwave-package.yaml"
-CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Caps an agent applies to untrusted packages. Defaults suit production fleets."""
-
-    max_package_bytes: int = 2 << 30  # the .fwpkg file as downloaded
-    max_expanded_bytes: int = 8 << 30  # sum of extracted file sizes
-    max_members: int = 200_000  # tar members (files and directories)
-    max_manifest_bytes: int = 32 << 20
-
-
-DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwave_agent.config import (
-    AccessLogSource,
-    PrometheusSource,
-    StopFailurePolicy,
-    load_config,
-)
+from fleetwave_agent.config import AccessLogSource, PrometheusSource, StopFailurePolicy
+from fleetwave_agent.configure import load_config
 from fleetwave_core.errors import ConfigError
 
 pytestmark = pytest.mark.unit

@@ -21,7 +21,6 @@ from fleetwave_agent.config import (
     ProcessMatch,
     PrometheusSource,
     StopFailurePolicy,
-    load_config,
     load_config_file,
 )
 from fleetwave_agent.config_cache import (
@@ -30,6 +29,7 @@ from fleetwave_agent.config_cache import (
     default_cache_dir,
     load_cached,
 )
+from fleetwave_agent.configure import load_config
 from fleetwave_core.errors import ConfigError
 
 pytestmark = pytest.mark.integration

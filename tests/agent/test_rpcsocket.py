@@ -414,14 +414,14 @@ def test_config_key_rpc_socket(tmp_path: Path) -> None:
         load_config_file(bad)
 
 
-#: Runs ``exporter.serve`` in the main thread of a fresh interpreter (it installs signal
+#: Runs ``daemon.serve`` in the main thread of a fresh interpreter (it installs signal
 #: handlers); a watcher thread records which install modules were loaded before the
 #: daemon started and stops it once they all are (or after a bounded wait).
 _WARM_SCRIPT = """
 import json, os, signal, sys, threading, time
 from pathlib import Path
 from fleetwave_agent.config import AgentConfig
-from fleetwave_agent.exporter import INSTALL_MODULES, serve
+from fleetwave_agent.daemon import INSTALL_MODULES, serve
 from fleetwave_agent.operations import Agent
 
 root, sock = Path(sys.argv[1]), Path(sys.argv[2])
@@ -444,7 +444,7 @@ def test_serve_with_rpc_socket_preloads_the_install_path(tmp_path: Path, sock_di
     import json
     import sys
 
-    from fleetwave_agent.exporter import INSTALL_MODULES
+    from fleetwave_agent.daemon import INSTALL_MODULES
 
     proc = subprocess.run(
         [sys.executable, "-c", _WARM_SCRIPT, str(tmp_path / "root"), str(sock_dir / "rpc.sock")],

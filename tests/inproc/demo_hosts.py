@@ -31,7 +31,8 @@ from typing import Any
 import asyncssh
 
 from fleetwave_agent.config import AgentConfig, AppConfig, ExporterConfig, PrometheusSource
-from fleetwave_agent.exporter import HealthMonitor, _start_http_server, build_registry
+from fleetwave_agent.daemon import start_http_server
+from fleetwave_agent.exporter import HealthMonitor, build_registry
 from fleetwave_agent.operations import Agent
 from fleetwave_agent.rpc import RpcServer
 
@@ -176,7 +177,7 @@ class DemoHosts:
             self.hosts.append(demo_host)
             agent = self._agents[host.root]
             monitor = HealthMonitor(agent, 1.0)
-            server, _thread = _start_http_server(
+            server, _thread = start_http_server(
                 host.address, exporter_port, build_registry(agent, monitor)
             )
             monitor.start()

@@ -21,7 +21,7 @@ from fleetwave.watch.agent_source import AgentSource
 from fleetwave.watch.prometheus_source import PrometheusSource
 from fleetwave_agent.appmetrics import AccessLogCollector
 from fleetwave_agent.config import AccessLogSource, AgentConfig, AppConfig, ExporterConfig
-from fleetwave_agent.exporter import _start_http_server
+from fleetwave_agent.daemon import start_http_server
 from fleetwave_agent.operations import Agent
 from fleetwave_agent.rpc import RpcServer
 from tests.inproc.fleet import start_fleet
@@ -95,7 +95,7 @@ def test_prometheus_source_conformance_against_real_prometheus(tmp_path, prometh
     collector = AccessLogCollector(AccessLogSource(log))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    server, thread = _start_http_server("127.0.0.1", 0, registry)
+    server, thread = start_http_server("127.0.0.1", 0, registry)
     port = server.server_port
     try:
         prometheus.set_targets("agents", [f"127.0.0.1:{port}"], {"host": "h1"})
