@@ -130,6 +130,16 @@ def test_idle_passes_a_time_only_bake_but_never_a_bake_that_counts_data() -> Non
     assert _check(_reading(AnomalyOutcome.WAIT, idle=True), COUNTED).kind == "wait"
 
 
+def test_no_baseline_never_holds_the_bake_but_a_fail_still_fails() -> None:
+    # A first install: waiting for a baseline would wait forever; BakeGate still
+    # requires the bake's own time and data.
+    first = AnomalyReading(S0, 50.0, AnomalyOutcome.WAIT, "why", no_baseline=True)
+    assert _check(first, TIMED).kind == "ok"
+    assert _check(first, COUNTED).kind == "ok"
+    failed = AnomalyReading(S0, 50.0, AnomalyOutcome.FAIL, "why", no_baseline=True)
+    assert _check(failed, TIMED).kind == "fail"
+
+
 def test_no_bake_at_all_is_not_held() -> None:
     assert _check(_reading(AnomalyOutcome.WAIT), BakeRequirement(0.0)).kind == "ok"
 

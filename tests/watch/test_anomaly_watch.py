@@ -227,3 +227,22 @@ def test_too_little_data_waits_and_stages_not_live_are_not_judged() -> None:
     events = watch.judge(_state(plan, StagePhase.BAKING, ("h1",)), 3.0)
     assert [e.outcome for e in events] == [AnomalyOutcome.WAIT]  # 60 requests: too few
     assert watch.judge(_state(plan, StagePhase.DONE, ("h1",)), 4.0) == []
+
+
+def test_a_first_install_has_no_baseline() -> None:
+    # h1 serves; nothing near it ever did (no old release anywhere, no past traffic).
+    plan = _plan()
+    watch = _run(plan, 20.0, 0.0, ref_rate=0.0)
+    events = watch.judge(_state(plan, StagePhase.BAKING, ("h1",)), 130.0)
+    assert [e.outcome for e in events] == [AnomalyOutcome.WAIT]
+    reading = watch.anomaly_for(plan.stages()[0].id)
+    assert reading is not None
+    assert reading.no_baseline
+    assert not reading.idle
+    assert reading.evidence["no_baseline"] is True
+    # with a reference that serves, the same new host has a baseline
+    served = _run(plan, 20.0, 0.0)
+    served.judge(_state(plan, StagePhase.BAKING, ("h1",)), 130.0)
+    again = served.anomaly_for(plan.stages()[0].id)
+    assert again is not None
+    assert not again.no_baseline

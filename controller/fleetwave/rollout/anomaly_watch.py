@@ -46,10 +46,13 @@ Rings = Callable[[str], Sequence[Snapshot]]
 
 @dataclass(frozen=True)
 class Built:
-    """A stage's sample and whether it is *idle* (no request on any side)."""
+    """A stage's sample; whether it is *idle* (no request on any side); and whether it
+    has *no baseline*: the new hosts serve, but nothing they could be compared with
+    ever did (a first install: no old release runs anywhere near them)."""
 
     sample: StageSample
     idle: bool
+    no_baseline: bool = False
 
 
 def planned_rounds(bake_s: float, interval_s: float) -> int:
@@ -126,8 +129,13 @@ def stage_sample(
         before=tuple(before),
         planned_rounds=planned_rounds(stage.bake.duration_s, interval_s),
     )
-    served = sum(w.requests for w in (*new, *reference, *before))
-    return Built(sample, idle=bool(new) and served == 0)
+    served_new = sum(w.requests for w in new)
+    served_baseline = sum(w.requests for w in (*reference, *before))
+    return Built(
+        sample,
+        idle=bool(new) and served_new + served_baseline == 0,
+        no_baseline=served_new > 0 and served_baseline == 0,
+    )
 
 
 _OUTCOME = {
@@ -192,8 +200,10 @@ class AnomalyWatch:
             verdict = detect(built.sample, self.settings)
             outcome = _OUTCOME[verdict.outcome]
             evidence = {**verdict.to_json(), "idle": built.idle}
+            if built.no_baseline:
+                evidence["no_baseline"] = True
             self.latest[sid] = AnomalyReading(
-                sid, now, outcome, verdict.reason, built.idle, evidence
+                sid, now, outcome, verdict.reason, built.idle, evidence, built.no_baseline
             )
             if self._emitted.get(sid) is not outcome:
                 self._emitted[sid] = outcome

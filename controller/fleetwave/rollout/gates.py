@@ -254,6 +254,9 @@ class AnomalyReading:
     reason: str
     idle: bool = False
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    #: The new hosts serve but no old release ever did near them (a first install):
+    #: there is no baseline, so detection cannot hold the bake; alarms still watch.
+    no_baseline: bool = False
 
 
 class AnomalyView(Protocol):
@@ -305,6 +308,11 @@ class AnomalyGate:
         if reading.outcome is AnomalyOutcome.FAIL:
             return Verdict.fail(why, (record,))
         if reading.idle and not counts_data:
+            return Verdict.ok((record,))
+        if reading.no_baseline and reading.outcome is AnomalyOutcome.WAIT:
+            # Waiting would wait forever: nothing will ever be there to compare with.
+            # The bake's own time and data (BakeGate) still decide.
+            record["no_baseline"] = True
             return Verdict.ok((record,))
         if bake.max_bake_s is not None and now >= window_start + bake.max_bake_s:
             record["max_bake_s"] = bake.max_bake_s
