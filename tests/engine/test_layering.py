@@ -44,7 +44,7 @@ RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
             ("fleetwave.watch", "fleetwave.rollout.watching", "fleetwave.rollout.anomaly_watch"),
             "the engine stays pure: alarms reach it as events",
         )
-        for m in ("engine", "state", "transitions", "scheduler", "resume", "types", "_tx")
+        for m in ("engine", "state", "transitions", "scheduler", "resume", "types", "events", "_tx")
     ),
     ("fleetwave.watch", ("fleetwave.rollout",), "metric sources never drive the rollout"),
     ("fleetwave_agent", ("fleetwave",), "the agent never imports the controller"),

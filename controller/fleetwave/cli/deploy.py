@@ -42,6 +42,7 @@ from fleetwave.observe.events import (
     Note,
 )
 from fleetwave.planning.codec import plan_from_dict, plan_to_dict
+from fleetwave.rollout.events import Event, OverrideGranted
 from fleetwave.rollout.gates import (
     check_override,
 )
@@ -49,7 +50,7 @@ from fleetwave.rollout.journal import KILL_ENV, DeploymentRow, Journal, KillPoin
 from fleetwave.rollout.lease import LeaseKeeper
 from fleetwave.rollout.lock import DeploymentLock, Takeover, TakeoverReason
 from fleetwave.rollout.runner import DeploymentInfo, Runner, controller_id
-from fleetwave.rollout.types import Event, Finish, OverrideGranted, Result, Stopped
+from fleetwave.rollout.types import Finish, Result, Stopped
 from fleetwave_core.exitcodes import ExitCode
 
 EXIT_BY_RESULT: dict[Result, ExitCode] = {
