@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from fleetwave_agent.operations import Agent
+    from fleetwave_agent.release import Release
     from fleetwave_agent.rpcsocket import RpcSocketServer
-    from fleetwave_agent.store import Release
 
 OPERATIONS = ("install", "activate", "rollback", "recover")
 

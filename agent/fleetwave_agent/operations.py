@@ -43,7 +43,8 @@ from fleetwave_agent.knownbad import BadRelease
 from fleetwave_agent.lease import HostLease
 from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
 from fleetwave_agent.recovery import Action, Phase
-from fleetwave_agent.store import Release, ReleaseStore
+from fleetwave_agent.release import Release
+from fleetwave_agent.store import ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
 
 TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
