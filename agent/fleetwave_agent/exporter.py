@@ -38,7 +38,7 @@ from fleetwave_agent.hostmetrics import HostCollector
 
 if TYPE_CHECKING:
     from fleetwave_agent.operations import Agent
-    from fleetwave_agent.store import Release
+    from fleetwave_agent.release import Release
 
 OPERATIONS = ("install", "activate", "rollback", "recover")
 

@@ -43,7 +43,9 @@ from fleetwave_agent.knownbad import BadRelease
 from fleetwave_agent.lease import HostLease
 from fleetwave_agent.oplog import OperationLog, OperationRecord, Outcome
 from fleetwave_agent.recovery import Action, Phase
-from fleetwave_agent.store import Release, ReleaseStore
+from fleetwave_agent.release import Release, release_summary
+from fleetwave_agent.release_steps import run_health, run_hook
+from fleetwave_agent.store import ReleaseStore
 from fleetwave_core.errors import ConfigError, FleetwaveError, UsageError
 
 TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
@@ -57,18 +59,6 @@ if TYPE_CHECKING:
     from fleetwave_agent.uploads import ByteSource
 
 _PACKAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-def release_summary(release: Release | None) -> dict[str, Any] | None:
-    """A release as the CLI's ``--json`` and the RPC results show it."""
-    if release is None:
-        return None
-    return {
-        "name": release.name,
-        "version": release.version,
-        "package_id": release.package_id,
-        "path": str(release.path),
-    }
 
 
 class Agent:
@@ -550,47 +540,24 @@ class Agent:
         raise_on_failure: bool,
         fenced: bool = False,
     ) -> hooks.HookResult | None:
-        spec = release.manifest.hooks.get(name)
-        if spec is None:
-            return None
-        from fleetwave_agent import hooks
-
-        ctx = hooks.HookContext(
-            operation=record.op,
-            operation_id=record.id,
-            root=self.root,
-            name=release.name,
-            version=release.version,
-            package_id=release.package_id,
-            release_dir=release.path,
-            previous_version=other.version if other else "",
-        )
-        log = self.oplog.hook_log(record, len(record.hooks), name, release.version)
-        result = hooks.run_hook(
+        return run_hook(
+            self.oplog,
+            self.config,
+            self.root,
+            record,
             name,
-            spec,
-            ctx,
-            log,
-            max_output_bytes=self.config.hook_output_max_bytes,
-            timeout_s=self.config.stop_timeout_s if fenced else None,
+            release,
+            other,
+            raise_on_failure=raise_on_failure,
+            fenced=fenced,
         )
-        record.hooks.append(result.to_dict())
-        if raise_on_failure:
-            hooks.raise_for(result)
-        return result
 
     def _health(
         self, record: OperationRecord, release: Release, *, raise_on_failure: bool
     ) -> list[health.CheckResult]:
-        from fleetwave_agent import health
-
-        results = health.run_checks(
-            release.manifest.health_checks, cwd=release.path, env=self.health_env(release)
+        return run_health(
+            record, release, self.health_env(release), raise_on_failure=raise_on_failure
         )
-        record.health = [r.to_dict() for r in results]
-        if raise_on_failure:
-            health.raise_for(results)
-        return results
 
 
 def _error_args(exc: FleetwaveError, message: str) -> tuple[Any, ...]:

@@ -6,7 +6,7 @@ run on a store opened with ``create=False``.
 
 from __future__ import annotations
 
-from fleetwave_agent.operations import release_summary
+from fleetwave_agent.release import release_summary
 from fleetwave_core.timefmt import iso_utc
 
 TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)

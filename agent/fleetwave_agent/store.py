@@ -26,6 +26,8 @@ whichever side of the rename a crash falls. ``recover()`` reads the journal afte
 crash, finishes or undoes what was in flight, and removes staging and temporaries.
 
 Mutating methods do not lock: callers hold :meth:`ReleaseStore.lock` around them.
+The state files are read and written by :mod:`statefiles`; a release's record and its
+sidecar manifest are :mod:`release`.
 
 Test-only crash injection: when the environment variable ``FLEETWAVE_TEST_CRASH_AT``
 equals one of :data:`CRASH_POINTS`, the process SIGKILLs itself at that step. It is
@@ -42,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -56,14 +57,22 @@ from fleetwave_agent.errors import (
     StoreError,
 )
 from fleetwave_agent.knownbad import KnownBad
+from fleetwave_agent.release import Release, load_release, sidecar
+from fleetwave_agent.statefiles import (
+    read_history,
+    read_json,
+    read_ledger,
+    record_history,
+    record_install,
+    write_bytes,
+    write_json,
+)
 from fleetwave_agent.tree import drift, remove_tree, seal_dirs
 from fleetwave_core.errors import LockedError
-from fleetwave_core.fsutil import TMP_PREFIX, atomic_write, fsync_dir
+from fleetwave_core.fsutil import TMP_PREFIX, fsync_dir
 
 TYPE_CHECKING = False  # `typing` is not imported at run time (agent start-up cost)
 if TYPE_CHECKING:
-    from typing import Any
-
     from fleetwave_agent.digests import PayloadDigest
     from fleetwave_agent.keys import Keyring
     from fleetwave_agent.manifest import Manifest
@@ -83,24 +92,7 @@ CRASH_POINTS = (
     "switch:renamed",
     "switch:recorded",
 )
-_HISTORY_MAX = 100
 _PACKAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class Release:
-    """One installed, complete release."""
-
-    name: str
-    version: str
-    package_id: str
-    path: Path
-    manifest: Manifest
-
-    @property
-    def size_bytes(self) -> int:
-        """Bytes of its files (apparent size, from the manifest: no tree walk)."""
-        return sum(f.size for f in self.manifest.files)
 
 
 @dataclass(frozen=True)
@@ -199,7 +191,7 @@ class ReleaseStore:
 
     def releases(self) -> list[Release]:
         """Every complete release, oldest install first."""
-        order: dict[str, int] = self._read_ledger()["installed"]
+        order: dict[str, int] = read_ledger(self._ledger)["installed"]
         found: list[Release] = []
         for name_dir in sorted(self._listdir(self.releases_dir)):
             parent = self.releases_dir / name_dir
@@ -207,7 +199,7 @@ class ReleaseStore:
                 if entry.endswith(".manifest") and not entry.startswith(TMP_PREFIX):
                     path = parent / entry.removesuffix(".manifest")
                     if path.is_dir() and not path.is_symlink():
-                        found.append(self._load(path))
+                        found.append(load_release(path))
         found.sort(key=lambda r: (order.get(r.package_id, -1), r.name, r.version))
         return found
 
@@ -219,7 +211,7 @@ class ReleaseStore:
             return None
         except OSError as exc:
             raise StoreError(f"{self.current_link}: cannot read: {exc.strerror}") from None
-        return self._load(self._resolve(target))
+        return load_release(self._resolve(target))
 
     def previous(self, *, include_bad: bool = False) -> Release | None:
         """The most recent release that was current before the current one.
@@ -229,12 +221,12 @@ class ReleaseStore:
         """
         current = self.current()
         bad = set() if include_bad else {b.package_id for b in self.known_bad.all()}
-        for rel in reversed(self._read_history()):
+        for rel in reversed(read_history(self._history)):
             path = self._resolve(rel)
             if current is not None and path == current.path:
                 continue
             if self._is_complete(path):
-                release = self._load(path)
+                release = load_release(path)
                 if release.package_id not in bad:
                     return release
         return None
@@ -257,7 +249,7 @@ class ReleaseStore:
     def installed_at(self, release: Release) -> float | None:
         """When ``release`` was installed: its manifest sidecar is written last."""
         try:
-            return _sidecar(release.path).stat().st_mtime
+            return sidecar(release.path).stat().st_mtime
         except FileNotFoundError:
             return None
 
@@ -297,7 +289,7 @@ class ReleaseStore:
         header = verify_header(package, keyring, now=now, limits=limits)
         manifest = header.manifest
         package_id = manifest.package_id
-        known = self._read_ledger()["versions"].get(manifest.name, {}).get(manifest.version)
+        known = read_ledger(self._ledger)["versions"].get(manifest.name, {}).get(manifest.version)
         if known is not None and known != package_id:
             raise ImmutableVersionError(
                 f"{manifest.name} {manifest.version} was already installed as package "
@@ -308,9 +300,9 @@ class ReleaseStore:
             # Nothing to extract, but a tampered copy must still be refused.
             if payload_digest is None or not payload_digest.vouches_for(package, manifest):
                 check_payload_digest(package, header)
-            return self._load(target)
+            return load_release(target)
         staging = self.staging_dir / f"{package_id[:12]}-{os.urandom(4).hex()}"
-        self._write_json(
+        write_json(
             self._journal,
             {"op": "stage", "staging": self._rel(staging), "target": self._rel(target)},
         )
@@ -352,11 +344,11 @@ class ReleaseStore:
                 self._clear_journal()
             raise
         self._clear_journal()
-        return self._load(target)
+        return load_release(target)
 
     def _finish_stage(self, manifest: Manifest, staging: Path, target: Path) -> None:
         try:
-            self._record_install(manifest)
+            record_install(self._ledger, manifest)
             _crash_point("stage:ledger")
             if target.exists() or target.is_symlink():
                 remove_tree(target)  # an incomplete leftover: recover() would remove it too
@@ -367,7 +359,7 @@ class ReleaseStore:
             _crash_point("stage:renamed")
             seal_dirs(target)
             _crash_point("stage:sealed")
-            self._write_bytes(_sidecar(target), manifest.canonical_bytes())
+            write_bytes(sidecar(target), manifest.canonical_bytes())
             _crash_point("stage:complete")
         except OSError as exc:
             raise StoreError(f"{target}: cannot install release: {exc}") from None
@@ -383,7 +375,7 @@ class ReleaseStore:
         # No journal needed: the rename is the only step that matters, and history is
         # written so that previous() is right whether or not we crash around it.
         if old is not None:
-            self._record_history(self._rel(old.path))
+            record_history(self._history, self._rel(old.path))
         _crash_point("switch:prepared")
         tmp = self.root / f"{TMP_PREFIX}current-{os.getpid()}-{os.urandom(4).hex()}"
         try:
@@ -396,7 +388,7 @@ class ReleaseStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise StoreError(f"{self.current_link}: cannot switch: {exc}") from None
-        self._record_history(target)
+        record_history(self._history, target)
         _crash_point("switch:recorded")
         return old
 
@@ -423,7 +415,7 @@ class ReleaseStore:
                 continue
             # The sidecar goes first: from then on the release is incomplete and
             # recover() finishes the removal if we crash half-way.
-            _sidecar(release.path).unlink()
+            sidecar(release.path).unlink()
             fsync_dir(release.path.parent)
             remove_tree(release.path)
             removed.append(release)
@@ -469,7 +461,7 @@ class ReleaseStore:
 
     def pins(self) -> list[str]:
         """Package ids of pinned releases (gc never removes them), sorted."""
-        data = self._read_json(self._pins, [])
+        data = read_json(self._pins, [])
         if not isinstance(data, list) or not all(
             isinstance(x, str) and _PACKAGE_ID_RE.fullmatch(x) for x in data
         ):
@@ -482,7 +474,7 @@ class ReleaseStore:
         if (release.package_id in pins) == pinned:
             return False
         pins.symmetric_difference_update({release.package_id})
-        self._write_json(self._pins, sorted(pins))
+        write_json(self._pins, sorted(pins))
         return True
 
     def recover(self) -> list[str]:
@@ -494,7 +486,7 @@ class ReleaseStore:
         """
         actions: list[str] = []
         try:
-            journal = self._read_json(self._journal, None)
+            journal = read_json(self._journal, None)
         except StoreError:
             journal = "unreadable"
         if isinstance(journal, dict) and journal.get("op") == "stage":
@@ -520,7 +512,7 @@ class ReleaseStore:
                     self._remove(directory / entry, "", actions)
         self._sweep_releases(actions)
         current = self.current()
-        if current is not None and self._record_history(self._rel(current.path)):
+        if current is not None and record_history(self._history, self._rel(current.path)):
             actions.append(f"recorded {self._rel(current.path)} as current in the history")
         if journal is not None:
             self._clear_journal()
@@ -551,7 +543,7 @@ class ReleaseStore:
                     if not path.with_name(entry.removesuffix(".manifest")).is_dir():
                         path.unlink()
                         actions.append(f"removed orphan {self._rel(path)}")
-                elif not _sidecar(path).exists() and os.path.realpath(path) != current:
+                elif not sidecar(path).exists() and os.path.realpath(path) != current:
                     self._remove(path, "incomplete release", actions)
 
     def _release_path(self, manifest: Manifest) -> Path:
@@ -568,30 +560,7 @@ class ReleaseStore:
         return self.root.joinpath(*parts)
 
     def _is_complete(self, path: Path) -> bool:
-        return _sidecar(path).is_file() and path.is_dir() and not path.is_symlink()
-
-    def _load(self, path: Path) -> Release:
-        from fleetwave_agent.package import parse_manifest
-
-        try:
-            raw = _sidecar(path).read_bytes()
-        except FileNotFoundError:
-            raise ReleaseNotFoundError(f"{path} is not a complete release") from None
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot read its manifest: {exc.strerror}") from None
-        try:
-            manifest = parse_manifest(raw)
-        except PackageError as exc:
-            raise StoreError(f"{_sidecar(path)}: corrupt release manifest: {exc}") from None
-        if path.name != f"{manifest.version}-{manifest.package_id[:12]}":
-            raise StoreError(f"{path}: directory name does not match its manifest")
-        return Release(
-            name=manifest.name,
-            version=manifest.version,
-            package_id=manifest.package_id,
-            path=path,
-            manifest=manifest,
-        )
+        return sidecar(path).is_file() and path.is_dir() and not path.is_symlink()
 
     def _listdir(self, path: Path) -> list[str]:
         try:
@@ -599,60 +568,7 @@ class ReleaseStore:
         except FileNotFoundError:
             return []
 
-    def _read_ledger(self) -> dict[str, Any]:
-        data = self._read_json(self._ledger, {})
-        if not isinstance(data, dict):
-            raise StoreError(f"{self._ledger}: not a ledger")
-        data.setdefault("versions", {})
-        data.setdefault("installed", {})
-        data.setdefault("next_seq", len(data["installed"]))
-        return data
-
-    def _record_install(self, manifest: Manifest) -> None:
-        ledger = self._read_ledger()
-        ledger["versions"].setdefault(manifest.name, {})[manifest.version] = manifest.package_id
-        ledger["installed"][manifest.package_id] = ledger["next_seq"]
-        ledger["next_seq"] += 1
-        self._write_json(self._ledger, ledger)
-
-    def _read_history(self) -> list[str]:
-        data = self._read_json(self._history, [])
-        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-            raise StoreError(f"{self._history}: not a release history")
-        return data
-
-    def _record_history(self, entry: str) -> bool:
-        """Append ``entry`` unless it is already the last one; True if it was appended."""
-        history = self._read_history()
-        if history and history[-1] == entry:
-            return False
-        history.append(entry)
-        self._write_json(self._history, history[-_HISTORY_MAX:])
-        return True
-
     def _clear_journal(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._journal.unlink()
             fsync_dir(self.state_dir)
-
-    def _read_json(self, path: Path, default: Any) -> Any:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return default
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{path}: unreadable store state: {exc}") from None
-
-    def _write_json(self, path: Path, data: Any) -> None:
-        self._write_bytes(path, json.dumps(data, sort_keys=True, indent=1).encode() + b"\n")
-
-    def _write_bytes(self, path: Path, data: bytes) -> None:
-        """Readers see the old content or the new, never half (see fsutil.atomic_write)."""
-        try:
-            atomic_write(path, data)
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot write: {exc.strerror}") from None
-
-
-def _sidecar(release_path: Path) -> Path:
-    return release_path.with_name(release_path.name + ".manifest")

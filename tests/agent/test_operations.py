@@ -19,7 +19,7 @@ from fleetwave_agent.errors import (
     SignatureError,
 )
 from fleetwave_agent.operations import Agent
-from fleetwave_agent.store import Release
+from fleetwave_agent.release import Release
 from fleetwave_core.errors import LockedError
 
 from .conftest import PackageBuilder, free_port, trace

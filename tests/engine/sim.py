@@ -28,27 +28,29 @@ from fleetwave.rollout import (
     initial_state,
     is_forward,
 )
-from fleetwave.rollout.types import (
-    Action,
-    BeforeRelease,
-    CheckBlockers,
-    CheckGate,
+from fleetwave.rollout.events import (
     DeploymentStarted,
-    DrainHost,
     Event,
-    Finish,
     GateResult,
     HostDrained,
     HostFailed,
     HostInstalled,
     HostReturned,
     HostRolledBack,
+    StageProbed,
+    TimerElapsed,
+)
+from fleetwave.rollout.types import (
+    Action,
+    BeforeRelease,
+    CheckBlockers,
+    CheckGate,
+    DrainHost,
+    Finish,
     InstallOnHost,
     ProbeStage,
     ReturnHost,
     RollbackHost,
-    StageProbed,
-    TimerElapsed,
     Verdict,
     WaitUntil,
 )

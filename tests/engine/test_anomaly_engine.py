@@ -13,19 +13,17 @@ import pytest
 from fleetwave.config.alarms import OnInsufficient
 from fleetwave.planning.model import BakeRequirement, Stage
 from fleetwave.rollout import Phase, StagePhase, State, Target, decide, initial_state
-from fleetwave.rollout.gates import AnomalyGate, AnomalyReading, BakeTarget
-from fleetwave.rollout.types import (
+from fleetwave.rollout.events import (
     AnomalyJudged,
-    AnomalyOutcome,
     DeploymentStarted,
-    DrainHost,
     GateResult,
     HostDrained,
     StageProbed,
-    Verdict,
     event_from_json,
     to_json,
 )
+from fleetwave.rollout.gates import AnomalyGate, AnomalyReading, BakeTarget
+from fleetwave.rollout.types import AnomalyOutcome, DrainHost, Verdict
 
 from .sim import make_plan
 
@@ -176,7 +174,7 @@ def test_a_stage_waiting_on_the_detector_does_not_finish_its_bake() -> None:
 
 
 def _baking(state: State) -> State:
-    from fleetwave.rollout.types import HostInstalled, HostReturned
+    from fleetwave.rollout.events import HostInstalled, HostReturned
 
     state, _ = decide(state, HostDrained("h1"), 3.0)
     state, _ = decide(state, HostInstalled("h1", "v2", "v1"), 4.0)

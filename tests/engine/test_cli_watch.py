@@ -23,22 +23,20 @@ from fleetwave.config.pipeline import BakeRequirement
 from fleetwave.config.spec import OverrideTarget
 from fleetwave.planning.codec import plan_to_dict
 from fleetwave.planning.model import Plan
-from fleetwave.rollout.gates import AlarmBlockerGate, BakeGate, BakeTarget, Gates
-from fleetwave.rollout.journal import Journal
-from fleetwave.rollout.runner import DeploymentInfo, Runner
-from fleetwave.rollout.types import (
+from fleetwave.rollout.events import (
     DeploymentStarted,
     Event,
-    Finish,
     GateResult,
     HostDrained,
     HostInstalled,
     HostReturned,
     OverrideGranted,
     StageProbed,
-    Target,
-    Verdict,
 )
+from fleetwave.rollout.gates import AlarmBlockerGate, BakeGate, BakeTarget, Gates
+from fleetwave.rollout.journal import Journal
+from fleetwave.rollout.runner import DeploymentInfo, Runner
+from fleetwave.rollout.types import Finish, Target, Verdict
 from fleetwave.rollout.watching import Watcher
 from fleetwave_core.exitcodes import ExitCode
 

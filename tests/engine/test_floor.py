@@ -8,14 +8,13 @@ from __future__ import annotations
 import pytest
 
 from fleetwave.rollout import FailureKind, HostOp, HostPhase, Result
+from fleetwave.rollout.events import Event, HostFailed
 from fleetwave.rollout.state import able_to_serve
 from fleetwave.rollout.types import (
     Action,
     BeforeRelease,
     CheckBlockers,
     DrainHost,
-    Event,
-    HostFailed,
     InstallOnHost,
     ProbeStage,
     ReturnHost,

@@ -44,7 +44,7 @@ RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
             ("fleetwave.watch", "fleetwave.rollout.watching", "fleetwave.rollout.anomaly_watch"),
             "the engine stays pure: alarms reach it as events",
         )
-        for m in ("engine", "state", "transitions", "scheduler", "resume", "types", "_tx")
+        for m in ("engine", "state", "transitions", "scheduler", "resume", "types", "events", "_tx")
     ),
     ("fleetwave.watch", ("fleetwave.rollout",), "metric sources never drive the rollout"),
     ("fleetwave_agent", ("fleetwave",), "the agent never imports the controller"),
@@ -63,12 +63,17 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(name: str, path: Path, known: Iterable[str]) -> set[str]:
-    """Every module ``name`` imports anywhere in its source (functions included)."""
+def _imports(
+    name: str, path: Path, known: Iterable[str], *, runtime_only: bool = False
+) -> set[str]:
+    """Every module ``name`` imports anywhere in its source (functions included). With
+    ``runtime_only``, not those under ``if TYPE_CHECKING:``: they are never executed,
+    so they cannot make an import cycle (they still count for the layering rules)."""
     known = set(known)
     is_pkg = path.name == "__init__.py"
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in _runtime_nodes(tree) if runtime_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -83,9 +88,27 @@ def _imports(name: str, path: Path, known: Iterable[str]) -> set[str]:
     return out
 
 
-def _graph() -> dict[str, set[str]]:
+def _runtime_nodes(tree: ast.AST) -> Iterable[ast.AST]:
+    """``ast.walk`` without the bodies of ``if TYPE_CHECKING:`` blocks."""
+    todo: list[ast.AST] = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    if isinstance(test, ast.Name):
+        return test.id == "TYPE_CHECKING"
+    return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+
+
+def _graph(*, runtime_only: bool = False) -> dict[str, set[str]]:
     mods = _modules()
-    return {n: _imports(n, p, mods) for n, p in mods.items()}
+    return {n: _imports(n, p, mods, runtime_only=runtime_only) for n, p in mods.items()}
 
 
 def _within(name: str, prefix: str) -> bool:
@@ -137,8 +160,18 @@ def test_every_module_imports() -> None:
 
 
 def test_the_controller_has_no_import_cycle() -> None:
-    controller = {m: deps for m, deps in _graph().items() if _within(m, "fleetwave")}
+    graph = _graph(runtime_only=True)
+    controller = {m: deps for m, deps in graph.items() if _within(m, "fleetwave")}
     assert cycles(controller) == []
+
+
+def test_the_agent_and_core_have_no_import_cycle() -> None:
+    agent = {
+        m: deps
+        for m, deps in _graph(runtime_only=True).items()
+        if _within(m, "fleetwave_agent") or _within(m, "fleetwave_core")
+    }
+    assert cycles(agent) == []
 
 
 def test_no_import_crosses_the_layering() -> None:
@@ -164,3 +197,11 @@ def test_a_lazy_relative_import_is_an_arrow(tmp_path: Path) -> None:
     deps = _imports("fleetwave.lb.mod", src, {"fleetwave.rollout.engine"})
     assert deps == {"fleetwave.rollout.engine"}
     assert violations({"fleetwave.lb.mod": deps}) != []
+
+
+def test_a_type_checking_import_is_no_cycle_but_still_an_arrow(tmp_path: Path) -> None:
+    src = tmp_path / "mod.py"
+    src.write_text("TYPE_CHECKING = False\nif TYPE_CHECKING:\n    from ..rollout import engine\n")
+    known = {"fleetwave.rollout.engine"}
+    assert _imports("fleetwave.lb.mod", src, known) == known
+    assert _imports("fleetwave.lb.mod", src, known, runtime_only=True) == set()

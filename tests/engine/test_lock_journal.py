@@ -12,16 +12,10 @@ from pathlib import Path
 import pytest
 
 from fleetwave.errors import JournalError, LockedError, UsageError
+from fleetwave.rollout.events import Event, HostFailed, RollbackRequested, StageProbed
 from fleetwave.rollout.journal import Journal, KillPoint
 from fleetwave.rollout.lock import DeploymentLock, TakeoverReason
-from fleetwave.rollout.types import (
-    Event,
-    FailureKind,
-    HostFailed,
-    HostOp,
-    RollbackRequested,
-    StageProbed,
-)
+from fleetwave.rollout.types import FailureKind, HostOp
 
 pytestmark = pytest.mark.integration
 

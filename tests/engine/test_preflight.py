@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetwave.cli import main
-from fleetwave.cli.deploy import verify_for_deploy
+from fleetwave.cli.deploy_build import verify_for_deploy
 from fleetwave.config.pipeline import load_pipeline
 from fleetwave.errors import ConfigError, PackageRefusedError
 from fleetwave.rollout.journal import Journal

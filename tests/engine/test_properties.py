@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleetwave.rollout import Phase, Result
-from fleetwave.rollout.types import RollbackRequested
+from fleetwave.rollout.events import RollbackRequested
 
 from .sim import Driver, World, check_final, make_plan
 

@@ -18,22 +18,18 @@ from fleetwave.lb.base import ServerState
 from fleetwave.observe.events import HostsOutOfRotation
 from fleetwave.observe.metrics import MetricsSink
 from fleetwave.rollout import decide, initial_state
+from fleetwave.rollout.events import (
+    DeploymentStarted,
+    GateResult,
+    HostDrained,
+    Resumed,
+    StageProbed,
+)
 from fleetwave.rollout.gates import BakeGate, Gates, PreprodTestsGate
 from fleetwave.rollout.journal import Journal, KillPoint
 from fleetwave.rollout.runner import DeploymentInfo, Runner
 from fleetwave.rollout.state import HostPhase
-from fleetwave.rollout.types import (
-    DeploymentStarted,
-    Finish,
-    GateResult,
-    HostDrained,
-    HostFacts,
-    Resumed,
-    StageProbed,
-    Stopped,
-    Target,
-    Verdict,
-)
+from fleetwave.rollout.types import Finish, HostFacts, Stopped, Target, Verdict
 from fleetwave.transport.retry import RetryPolicy
 
 from .fakes import FakeBalancer, FakeClock, FakeFleet

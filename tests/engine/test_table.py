@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fleetwave.rollout import decide, initial_state
-from fleetwave.rollout.types import event_from_json, to_json
+from fleetwave.rollout.events import event_from_json, to_json
 
 from .sim import make_plan
 

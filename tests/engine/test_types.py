@@ -22,15 +22,9 @@ from fleetwave.rollout import (
     TimerKey,
     TimerKind,
 )
+from fleetwave.rollout.events import GateResult, HostFailed, TimerElapsed, event_from_json, to_json
 from fleetwave.rollout.journal import Journal
-from fleetwave.rollout.types import (
-    GateResult,
-    HostFailed,
-    HostOp,
-    TimerElapsed,
-    event_from_json,
-    to_json,
-)
+from fleetwave.rollout.types import HostOp
 from fleetwave_core.exitcodes import ExitCode
 
 pytestmark = pytest.mark.unit

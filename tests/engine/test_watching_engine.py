@@ -12,29 +12,31 @@ from fleetwave.config.alarm_expr import AlarmState
 from fleetwave.config.spec import OverrideTarget
 from fleetwave.planning.model import Plan, StageKind
 from fleetwave.rollout import Phase, StagePhase, State, Target, decide, initial_state
-from fleetwave.rollout.types import (
-    Action,
+from fleetwave.rollout.events import (
     AlarmChanged,
-    AlarmRole,
-    CheckBlockers,
-    CheckGate,
     DeploymentStarted,
-    DrainHost,
     Event,
-    Finish,
     GateResult,
     HostDrained,
     OverrideGranted,
-    ProbeStage,
-    Result,
     StageProbed,
     TimerElapsed,
+    event_from_json,
+    to_json,
+)
+from fleetwave.rollout.types import (
+    Action,
+    AlarmRole,
+    CheckBlockers,
+    CheckGate,
+    DrainHost,
+    Finish,
+    ProbeStage,
+    Result,
     TimerKey,
     TimerKind,
     Verdict,
     WaitUntil,
-    event_from_json,
-    to_json,
 )
 
 from .sim import Driver, World, make_plan

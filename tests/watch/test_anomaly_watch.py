@@ -19,8 +19,9 @@ from fleetwave.rollout.anomaly_watch import (
     reference_hosts,
     stage_sample,
 )
+from fleetwave.rollout.events import DeploymentStarted
 from fleetwave.rollout.state import HostPhase
-from fleetwave.rollout.types import AnomalyOutcome, DeploymentStarted
+from fleetwave.rollout.types import AnomalyOutcome
 from fleetwave.watch.agent_source import AgentSource
 from fleetwave.watch.anomaly import Reference
 

@@ -20,7 +20,8 @@ from fleetwave.config.alarms import (
 )
 from fleetwave.planning.model import Plan, StageKind
 from fleetwave.rollout import StagePhase, State, decide, initial_state
-from fleetwave.rollout.types import AlarmRole, DeploymentStarted
+from fleetwave.rollout.events import DeploymentStarted
+from fleetwave.rollout.types import AlarmRole
 from fleetwave.rollout.watching import Watcher
 from fleetwave.watch.agent_source import AgentSource
 

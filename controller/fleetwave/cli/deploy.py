@@ -1,4 +1,6 @@
-"""``fleetwave deploy | resume | rollback | status | history | explain``.
+"""``fleetwave deploy | resume | rollback`` (the reports ``status | history | explain``
+are in :mod:`fleetwave.cli.report`; the watcher, gates and package check in
+:mod:`fleetwave.cli.deploy_build`).
 
 Exit status (:class:`~fleetwave_core.exitcodes.ExitCode`): 0 succeeded (failed hosts
 inside the budget are listed on stderr), 20 rolled back, 21 rollback incomplete, 130
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import os
 import signal
 import sys
@@ -26,12 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fleetwave.cli.deploy_build import build_gates, build_watcher, release_of, verify_for_deploy
 from fleetwave.errors import (
     ConfigError,
     FleetwaveError,
     JournalError,
     LockedError,
-    PackageRefusedError,
     UsageError,
 )
 from fleetwave.observe.events import (
@@ -41,23 +42,15 @@ from fleetwave.observe.events import (
     Note,
 )
 from fleetwave.planning.codec import plan_from_dict, plan_to_dict
+from fleetwave.rollout.events import Event, OverrideGranted
 from fleetwave.rollout.gates import (
-    DEFAULT_GATE_POLL_S,
-    AlarmBlockerGate,
-    AnomalyGate,
-    BakeGate,
-    Gates,
-    PreprodTestsGate,
-    WindowGate,
     check_override,
 )
 from fleetwave.rollout.journal import KILL_ENV, DeploymentRow, Journal, KillPoint
 from fleetwave.rollout.lease import LeaseKeeper
 from fleetwave.rollout.lock import DeploymentLock, Takeover, TakeoverReason
-from fleetwave.rollout.runner import DeploymentInfo, Runner, controller_id, replay
-from fleetwave.rollout.state import FAILED, Phase, out_of_rotation
-from fleetwave.rollout.types import Event, Finish, OverrideGranted, Result, Stopped
-from fleetwave.rollout.watching import Watcher
+from fleetwave.rollout.runner import DeploymentInfo, Runner, controller_id
+from fleetwave.rollout.types import Finish, Result, Stopped
 from fleetwave_core.exitcodes import ExitCode
 
 EXIT_BY_RESULT: dict[Result, ExitCode] = {
@@ -132,22 +125,6 @@ def register(sub: Any) -> None:
     b.add_argument("--reason", default="requested by operator", help="recorded in the journal")
     _run_options(b, metrics=False)
     b.set_defaults(func=cmd_rollback)
-
-    s = sub.add_parser("status", help="the latest deployment of a pipeline")
-    _common(s)
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(func=cmd_status)
-
-    h = sub.add_parser("history", help="past deployments of a pipeline")
-    _common(h)
-    h.add_argument("--json", action="store_true", help="print JSON lines")
-    h.set_defaults(func=cmd_history)
-
-    e = sub.add_parser("explain", help="the decision trail and every step of a deployment")
-    e.add_argument("deployment", help="deployment id")
-    _common(e)
-    e.add_argument("--json", action="store_true", help="print JSON lines")
-    e.set_defaults(func=cmd_explain)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -294,73 +271,6 @@ def _runner(
     return runner
 
 
-def build_watcher(pipeline: Any, plan: Any, transport: Any) -> Watcher | None:
-    """The watcher of ``pipeline.watch`` (None when the pipeline defines no alarms,
-    counts no bake data and has anomaly detection off). Anomaly detection reads the
-    agents' snapshots, so it polls them even when the alarms' source is Prometheus."""
-    from fleetwave.rollout.anomaly_watch import AnomalyWatch
-    from fleetwave.watch.agent_source import AgentSource
-    from fleetwave.watch.prometheus_source import PrometheusSource
-
-    detecting = pipeline.anomaly.enabled and bool(pipeline.anomaly.enabled_checks)
-    if not pipeline.alarms and not _counts_data(plan) and not detecting:
-        return None
-    ws = pipeline.watch
-    prom = None
-    if ws.prometheus is not None:
-        p = ws.prometheus
-        prom = PrometheusSource(p.url, host_label=p.host_label, timeout_s=p.timeout_s)
-    poller = None
-    if ws.source != "prometheus" or detecting:
-        poller = AgentSource(transport, plan.hosts(), clock=time.time, timeout_s=ws.interval_s)
-    if ws.source == "prometheus":
-        assert prom is not None  # the loader requires the URL
-        source: Any = prom
-    else:
-        source = poller
-    anomaly = None
-    if detecting:
-        assert poller is not None
-        anomaly = AnomalyWatch(plan, pipeline.anomaly, poller.snapshots, interval_s=ws.interval_s)
-    return Watcher(
-        plan,
-        pipeline.alarms,
-        source=source,
-        interval_s=ws.interval_s,
-        clock=time.time,
-        rollback_alarm=pipeline.rollback_alarm,
-        onebox_alarm=pipeline.onebox_alarm,
-        promql=prom,
-        alerts=prom,
-        poller=poller,
-        anomaly=anomaly,
-    )
-
-
-def _counts_data(plan: Any) -> bool:
-    bakes = [s.bake for s in plan.stages()] + [w.bake_after for w in plan.waves]
-    return any(b.metric and b.min_datapoints for b in bakes)
-
-
-def build_gates(pipeline: Any, watcher: Watcher | None, release: str | None) -> Gates:
-    """Blockers: the windows, then the alarms; bakes: time and data, the anomaly
-    detector's pass, then tests."""
-    blockers: list[Any] = [
-        WindowGate(
-            lambda region, t: pipeline.windows_for(region).is_open(t),
-            lambda region, t: pipeline.windows_for(region).next_open(t),
-        )
-    ]
-    if watcher is not None and (pipeline.blockers or pipeline.rollback_alarm):
-        blockers.append(AlarmBlockerGate(watcher, pipeline.blockers, pipeline.rollback_alarm))
-    poll = watcher.interval_s if watcher is not None else DEFAULT_GATE_POLL_S
-    bakes: list[Any] = [BakeGate(watcher, release=release, poll_s=poll)]
-    if watcher is not None and watcher.anomaly is not None:
-        bakes.append(AnomalyGate(watcher.anomaly))
-    bakes.append(PreprodTestsGate())
-    return Gates(blockers=tuple(blockers), bake=tuple(bakes))
-
-
 def _override(ctx: _Context, args: argparse.Namespace) -> list[Event]:
     """The OverrideGranted event of ``--override`` (checked against the policy)."""
     names = getattr(args, "override", None)
@@ -372,15 +282,6 @@ def _override(ctx: _Context, args: argparse.Namespace) -> list[Event]:
         return []
     skip = check_override(ctx.pipeline.override, names, reason, approver)
     return [OverrideGranted(skip, reason or "", approver or "", _user())]
-
-
-def _release_of(package: Path) -> str | None:
-    from fleetwave_agent.package import read_manifest
-
-    try:
-        return str(read_manifest(package).version)
-    except Exception:  # resume without the package file: counts ignore the release
-        return None
 
 
 def _info(row: DeploymentRow, ctx: _Context) -> DeploymentInfo:
@@ -522,34 +423,6 @@ def _exit_for(row: DeploymentRow) -> int:
     return EXIT_BY_RESULT[result] if result is not None else ExitCode.ERROR
 
 
-def verify_for_deploy(pipeline: Any, package: Path, *, now: float) -> Any:
-    """The package's manifest once the agent's complete check passes against the
-    pipeline's ``deploy.trust`` keys (signature, revocation, expiry, limits, checksums).
-
-    Runs before anything is touched: a package every agent would refuse must not drain
-    hosts one by one and spend the failure budget. Raises ConfigError without
-    ``deploy.trust`` and PackageRefusedError (the agent's exit code) for a bad package.
-    """
-    from fleetwave_agent.errors import PackageError
-    from fleetwave_agent.keys import Keyring
-    from fleetwave_agent.package import verify_package
-
-    trust = pipeline.deploy.trust
-    if not trust:
-        raise ConfigError(
-            f"{pipeline.path}: deploy.trust names no key: add the public keys packages "
-            "are signed with (e.g. `deploy: {trust: [keys/release.pub]}`); without them "
-            "a bad package is only refused by each host after it was drained"
-        )
-    keyring = Keyring.from_paths(trust)
-    try:
-        return verify_package(package, keyring, now=now)
-    except PackageError as exc:
-        raise PackageRefusedError(
-            f"package refused before touching any host: {exc}", exit_code=exc.exit_code
-        ) from exc
-
-
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -631,7 +504,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         ctx.journal.set_state(row.id, row.state, now=time.time(), controller=controller_id())
         info = _info(row, ctx)
         sink, metrics = _sinks(args, ctx, stack, info.plan)
-        runner = _runner(ctx, info, sink, metrics, _release_of(Path(row.package_path)))
+        runner = _runner(ctx, info, sink, metrics, release_of(Path(row.package_path)))
         finish = _drive(
             runner, lambda: runner.resume(extra or None), ask=sys.stdin.isatty() and not args.yes
         )
@@ -685,152 +558,3 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """The latest deployment, its host phases and the lock holder."""
-    ctx = _context(args.file)
-    row = ctx.journal.latest(ctx.pipeline.name, ctx.pipeline.environment)
-    lock = DeploymentLock(ctx.state_dir, ctx.pipeline.name, ctx.pipeline.environment)
-    holder = lock.read_holder()
-    out: dict[str, Any] = {"pipeline": ctx.pipeline.name, "environment": ctx.pipeline.environment}
-    out["lock"] = holder.__dict__ if holder else None
-    if row is not None:
-        state = replay(plan_from_dict(row.plan), ctx.journal, row.id)
-        counts: dict[str, int] = {}
-        for h in state.hosts.values():
-            counts[h.phase.value] = counts.get(h.phase.value, 0) + 1
-        failed = {h.name: h.failure for h in state.hosts.values() if h.phase in FAILED}
-        out["deployment"] = _row_dict(row)
-        out["hosts"] = counts
-        out["failed"] = failed
-        left = out_of_rotation(state)
-        out["skipped"] = {n: why for n, label, why in left if label == "operator"}
-        out["out_of_rotation"] = {n: {"reason": label, "why": why} for n, label, why in left}
-        out["engine_phase"] = state.phase.value
-        out["waiting"] = {
-            sid: {"phase": st.phase.value, "verdict": st.verdict, "for": st.waiting}
-            for sid, st in state.stages.items()
-            if st.waiting
-        }
-        if state.wave_waiting:
-            out["waiting"][f"wave:{state.wave}"] = {"verdict": "wait", "for": state.wave_waiting}
-        out["alarms"] = {
-            f"{name} ({role})": {"state": s.value, "reason": why}
-            for (role, name), (s, why) in state.alarms.items()
-        }
-        out["anomaly"] = {
-            sid: {"outcome": o.value, "reason": why} for sid, (o, why) in state.anomaly.items()
-        }
-        ov = state.override
-        out["override"] = (
-            None
-            if ov is None
-            else {
-                "skip": sorted(t.value for t in ov.skip),
-                "reason": ov.reason,
-                "approver": ov.approver,
-                "by": ov.by,
-            }
-        )
-        if state.watch_until is not None and state.phase is Phase.RUNNING:
-            out["post_deploy_watch_until"] = _iso(state.watch_until)
-        out["resumable"] = row.state != "finished" and state.phase is not Phase.FINISHED
-    if args.json:
-        print(json.dumps(out, sort_keys=True))
-        return 0
-    if row is None:
-        print(f"{ctx.pipeline.name} ({ctx.pipeline.environment}): no deployments")
-    else:
-        d = out["deployment"]
-        print(f"{d['id']}: {d['state']} result={d['result'] or '-'} package={d['package_id'][:12]}")
-        print("hosts: " + " ".join(f"{k}={v}" for k, v in sorted(out["hosts"].items())))
-        for h, why in sorted(out["failed"].items()):
-            print(f"failed: {h}: {why}")
-        for target, w in sorted(out["waiting"].items()):
-            print(f"waiting: {target}: {w['verdict']}: {w['for']}")
-        for name, a in sorted(out["alarms"].items()):
-            print(f"alarm: {name}: {a['state']}: {a['reason']}")
-        for sid, a in sorted(out["anomaly"].items()):
-            print(f"anomaly: {sid}: {a['outcome']}: {a['reason']}")
-        if out["override"]:
-            o = out["override"]
-            print(
-                f"override: skip {', '.join(o['skip'])}: {o['reason']!r} "
-                f"approved by {o['approver']} (by {o['by']})"
-            )
-        if "post_deploy_watch_until" in out:
-            print(f"post-deploy watch until {out['post_deploy_watch_until']}")
-        for h, o in sorted(out["out_of_rotation"].items()):
-            print(f"out of rotation ({o['reason']}): {h}: {o['why']}")
-    if holder:
-        print(f"lock: {holder.describe()}")
-    return 0
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    """Past deployments, newest first."""
-    ctx = _context(args.file)
-    for row in ctx.journal.history(ctx.pipeline.name, ctx.pipeline.environment):
-        overrides = [
-            s.payload
-            for s in ctx.journal.steps(row.id)
-            if s.kind == "event" and s.name == "OverrideGranted"
-        ]
-        if args.json:
-            print(json.dumps({**_row_dict(row), "overrides": overrides}, sort_keys=True))
-        else:
-            extra = "".join(
-                f"  [override {','.join(o['skip'])} by {o['approver']}: {o['reason']}]"
-                for o in overrides
-            )
-            print(
-                f"{row.id}  {_iso(row.started_at)}  {row.state:<12} {row.result or '-':<24}"
-                f" {row.package_id[:12]}" + (f"  ({row.reason})" if row.reason else "") + extra
-            )
-    return 0
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    """The decision trail (every verdict with its inputs, alarm changes, overrides),
-    then every journalled step of one deployment, in order."""
-    from fleetwave.observe import trail
-
-    ctx = _context(args.file)
-    row = ctx.journal.deployment(args.deployment)
-    steps = ctx.journal.steps(row.id)
-    entries = trail.trail(steps)
-    if args.json:
-        print(json.dumps({"deployment": _row_dict(row), "trail": entries}, sort_keys=True))
-        for step in steps:
-            print(json.dumps(step.__dict__, sort_keys=True))
-        return 0
-    started = _iso(row.started_at)
-    print(f"deployment {row.id} of {row.pipeline} ({row.environment}) started {started}")
-    print("decision trail:")
-    for line in trail.render(entries) or ["(no verdicts yet)"]:
-        print(f"  {line}")
-    print("steps:")
-    for step in steps:
-        who = " ".join(x for x in (step.host, step.stage) if x)
-        detail = {
-            k: v
-            for k, v in step.payload.items()
-            if k not in ("type", "host", "stage_id", "evidence", "verdict")
-        }
-        text = ", ".join(f"{k}={v}" for k, v in detail.items())
-        print(
-            f"{_iso(step.at)}  #{step.seq:<5} {step.kind:<7} {step.name:<18} {who}  {text}".rstrip()
-        )
-    print(f"=> {row.state} {row.result or ''}".rstrip())
-    return 0
-
-
-def _row_dict(row: DeploymentRow) -> dict[str, Any]:
-    d = dict(row.__dict__)
-    d.pop("plan")
-    return d
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

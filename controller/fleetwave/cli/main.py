@@ -22,10 +22,11 @@ from fleetwave.cli import agent as cli_agent
 from fleetwave.cli import deploy as cli_deploy
 from fleetwave.cli import package as cli_package
 from fleetwave.cli import plan as cli_plan
+from fleetwave.cli import report as cli_report
 from fleetwave.errors import UsageError
 from fleetwave_core.clirun import run_command
 
-COMMAND_MODULES = [cli_package, cli_plan, cli_agent, cli_deploy]
+COMMAND_MODULES = [cli_package, cli_plan, cli_agent, cli_deploy, cli_report]
 DEBUG_HELP = "show tracebacks on errors"
 JSON_HELP = "print the result as JSON"
 #: ``set_defaults`` key that marks a command taking ``--json``.

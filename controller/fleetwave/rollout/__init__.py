@@ -15,6 +15,7 @@ The names below are the package's public face; import the rest from its module.
 """
 
 from fleetwave.rollout.engine import decide, is_forward
+from fleetwave.rollout.events import Event
 from fleetwave.rollout.state import (
     INFLIGHT,
     HostPhase,
@@ -28,7 +29,6 @@ from fleetwave.rollout.state import (
 from fleetwave.rollout.transitions import HOST_TRANSITIONS, STAGE_TRANSITIONS, StageStep, Step
 from fleetwave.rollout.types import (
     Action,
-    Event,
     FailureKind,
     Finish,
     HostOp,

@@ -15,7 +15,7 @@ the detector's input from the agent source's snapshot rings and the engine's sta
 
 :class:`AnomalyWatch` calls :func:`~fleetwave.watch.anomaly.detect`, keeps the latest
 reading per stage for the bake gate (:class:`~fleetwave.rollout.gates.AnomalyGate`),
-and returns an :class:`~fleetwave.rollout.types.AnomalyJudged` event whenever a
+and returns an :class:`~fleetwave.rollout.events.AnomalyJudged` event whenever a
 stage's outcome changes: FAIL rolls the deployment back in the engine.
 """
 
@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 from fleetwave.config.anomaly import AnomalySettings
 from fleetwave.planning.model import HostRef, Plan, Stage
+from fleetwave.rollout.events import AnomalyJudged
 from fleetwave.rollout.gates import AnomalyReading
 from fleetwave.rollout.state import HostPhase, HostState, Phase, State
 from fleetwave.rollout.transitions import ANOMALY_PHASES
-from fleetwave.rollout.types import AnomalyJudged, AnomalyOutcome
+from fleetwave.rollout.types import AnomalyOutcome
 from fleetwave.watch.agent_source import Snapshot
 from fleetwave.watch.anomaly import (
     HostWindow,

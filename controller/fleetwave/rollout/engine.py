@@ -20,6 +20,24 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fleetwave.rollout._tx import Tx
+from fleetwave.rollout.events import (
+    AlarmChanged,
+    AnomalyJudged,
+    DeploymentStarted,
+    Event,
+    GateResult,
+    HostDrained,
+    HostFailed,
+    HostInstalled,
+    HostReturned,
+    HostRolledBack,
+    OverrideGranted,
+    Resumed,
+    RollbackContinued,
+    RollbackRequested,
+    StageProbed,
+    TimerElapsed,
+)
 from fleetwave.rollout.resume import resumed
 from fleetwave.rollout.scheduler import charge_failure, settle
 from fleetwave.rollout.state import Phase, StagePhase, State
@@ -41,29 +59,13 @@ from fleetwave.rollout.transitions import (
 )
 from fleetwave.rollout.types import (
     Action,
-    AlarmChanged,
-    AnomalyJudged,
     BeforeRelease,
     CheckBlockers,
     CheckGate,
-    DeploymentStarted,
     DrainHost,
-    Event,
-    GateResult,
-    HostDrained,
-    HostFailed,
-    HostInstalled,
-    HostReturned,
-    HostRolledBack,
     InstallOnHost,
-    OverrideGranted,
     ProbeStage,
-    Resumed,
     ReturnHost,
-    RollbackContinued,
-    RollbackRequested,
-    StageProbed,
-    TimerElapsed,
     TimerKey,
     TimerKind,
     WaitUntil,

@@ -29,6 +29,15 @@ from fleetwave.errors import (
 from fleetwave.lb.base import LoadBalancer, ServerState
 from fleetwave.observe.events import HostStep, Note
 from fleetwave.planning.model import HostRef, Stage
+from fleetwave.rollout.events import (
+    Event,
+    HostDrained,
+    HostFailed,
+    HostInstalled,
+    HostReturned,
+    HostRolledBack,
+    StageProbed,
+)
 from fleetwave.rollout.journal import Journal
 from fleetwave.rollout.lease import LeaseKeeper
 from fleetwave.rollout.seams import Clock, DeploymentInfo
@@ -36,18 +45,11 @@ from fleetwave.rollout.types import (
     Action,
     BeforeRelease,
     DrainHost,
-    Event,
     FailureKind,
-    HostDrained,
-    HostFailed,
-    HostInstalled,
     HostOp,
-    HostReturned,
-    HostRolledBack,
     InstallOnHost,
     ReturnHost,
     RollbackHost,
-    StageProbed,
 )
 from fleetwave.transport.base import AgentSession, Transport
 from fleetwave.transport.retry import RetryPolicy, retry_async

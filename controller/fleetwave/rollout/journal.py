@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from fleetwave.errors import JournalError, UsageError
-from fleetwave.rollout.types import Action, Event, event_from_json, to_json
+from fleetwave.rollout.events import Event, event_from_json, to_json
+from fleetwave.rollout.types import Action
 
 JOURNAL_FILE = "journal.db"
 KILL_ENV = "FLEETWAVE_TEST_KILL_AT"  # test-only: see the module docstring

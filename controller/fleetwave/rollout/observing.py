@@ -16,8 +16,8 @@ from fleetwave.observe.events import (
     OverrideRecorded,
     StageChanged,
 )
+from fleetwave.rollout.events import AlarmChanged, AnomalyJudged, Event, GateResult, OverrideGranted
 from fleetwave.rollout.state import Phase, State, out_of_rotation
-from fleetwave.rollout.types import AlarmChanged, AnomalyJudged, Event, GateResult, OverrideGranted
 
 
 def trail_events(deployment_id: str, event: Event, now: float) -> list[ObservedEvent]:

@@ -1,7 +1,7 @@
 """After a crash: settle what the agents' facts prove, re-issue everything half done.
 
 The journal replay (``runner.replay``) rebuilds the state the crashed controller had
-reached; the :class:`~fleetwave.rollout.types.Resumed` event then carries what the
+reached; the :class:`~fleetwave.rollout.events.Resumed` event then carries what the
 agents answered, and :func:`resumed` turns it into steps and re-issued actions. Every
 action is idempotent, so re-issuing one that had already run is harmless.
 """
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from fleetwave.errors import ForeignReleaseError
 from fleetwave.rollout._tx import Tx
+from fleetwave.rollout.events import Resumed
 from fleetwave.rollout.state import INFLIGHT, HostPhase, Phase
 from fleetwave.rollout.transitions import (
     Step,
@@ -21,7 +22,7 @@ from fleetwave.rollout.transitions import (
     recheck_stage,
     watch_timer,
 )
-from fleetwave.rollout.types import BeforeRelease, CheckGate, HostFacts, Resumed
+from fleetwave.rollout.types import BeforeRelease, CheckGate, HostFacts
 
 H = HostPhase
 

@@ -30,6 +30,15 @@ from fleetwave.observe.events import (
 )
 from fleetwave.planning.model import Plan
 from fleetwave.rollout.engine import decide
+from fleetwave.rollout.events import (
+    DeploymentStarted,
+    Event,
+    GateResult,
+    Resumed,
+    RollbackContinued,
+    RollbackRequested,
+    TimerElapsed,
+)
 from fleetwave.rollout.gates import BakeTarget, Gates
 from fleetwave.rollout.hoststeps import DEFAULT_STEP_RETRY, HostAction, HostSteps
 from fleetwave.rollout.journal import Journal
@@ -51,23 +60,16 @@ from fleetwave.rollout.types import (
     Action,
     CheckBlockers,
     CheckGate,
-    DeploymentStarted,
     DrainHost,
-    Event,
     Finish,
-    GateResult,
     HostFacts,
     InstallOnHost,
     ProbeStage,
     Result,
-    Resumed,
     ReturnHost,
-    RollbackContinued,
     RollbackHost,
-    RollbackRequested,
     Stopped,
     Target,
-    TimerElapsed,
     Verdict,
     WaitUntil,
 )

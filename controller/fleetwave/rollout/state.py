@@ -9,13 +9,8 @@ from dataclasses import dataclass, field
 
 from fleetwave.config.alarm_expr import AlarmState
 from fleetwave.planning.model import Plan, Stage
-from fleetwave.rollout.types import (
-    AlarmRole,
-    AnomalyOutcome,
-    BeforeRelease,
-    OverrideGranted,
-    Result,
-)
+from fleetwave.rollout.events import OverrideGranted
+from fleetwave.rollout.types import AlarmRole, AnomalyOutcome, BeforeRelease, Result
 
 DEFAULT_POLL_S = 5.0
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 from fleetwave.config.alarm_expr import AlarmState
 from fleetwave.planning.model import Stage, StageKind
 from fleetwave.rollout._tx import Tx
+from fleetwave.rollout.events import AnomalyJudged, HostFailed
 from fleetwave.rollout.state import (
     FORWARD_INFLIGHT,
     INFLIGHT,
@@ -31,13 +32,11 @@ from fleetwave.rollout.state import (
 )
 from fleetwave.rollout.types import (
     AlarmRole,
-    AnomalyJudged,
     AnomalyOutcome,
     CheckBlockers,
     CheckGate,
     DrainHost,
     FailureKind,
-    HostFailed,
     HostOp,
     InstallOnHost,
     ProbeStage,

@@ -7,14 +7,14 @@ evaluates every alarm once per *context*: each stage being probed, rolled or bak
 whole fleet when none is. Evaluation itself is pure (:func:`fleetwave.watch.alarms.evaluate_all`);
 a source that cannot answer leaves the alarm without data (INSUFFICIENT_DATA), never OK.
 
-It emits :class:`~fleetwave.rollout.types.AlarmChanged` for the ``rollback_alarm``
+It emits :class:`~fleetwave.rollout.events.AlarmChanged` for the ``rollback_alarm``
 (worst over the contexts) and, while a one-box stage runs, the ``onebox_alarm`` of the
 one-box contexts. The engine answers ALARM with a rollback. Blocker gates and bake
 gates ask it directly (:meth:`Watcher.states_for`, :meth:`Watcher.count`).
 
 With ``anomaly`` (:class:`~fleetwave.rollout.anomaly_watch.AnomalyWatch`), each round
 also runs the anomaly detector on every stage being rolled or baked, after the poll;
-its outcome changes are :class:`~fleetwave.rollout.types.AnomalyJudged` events.
+its outcome changes are :class:`~fleetwave.rollout.events.AnomalyJudged` events.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from fleetwave.config.alarms import (
 )
 from fleetwave.errors import MetricSourceError
 from fleetwave.planning.model import HostRef, Plan, Stage, StageKind
+from fleetwave.rollout.events import AlarmChanged, Event
 from fleetwave.rollout.state import Phase, StagePhase, State
-from fleetwave.rollout.types import AlarmChanged, AlarmRole, Event
+from fleetwave.rollout.types import AlarmRole
 from fleetwave.watch.alarms import AlarmInput, Evidence, evaluate_all, previous_states, worst
 from fleetwave.watch.source import AlertRuleSource, MetricQuery, MetricSource, Series, Window
 
