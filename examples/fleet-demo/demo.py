@@ -254,20 +254,31 @@ class Story:
             raise DemoError(f"hosts not on {version}: {wrong}")
 
     def check_caught_on_onebox(self, version: str, dep: str, *, in_bake: bool) -> str:
-        """Rolled back by an alarm while only the one-box had the release; with
-        ``in_bake``, after the one-box bake had begun. Returns what fired."""
+        """Rolled back by an alarm or by anomaly detection (whichever judged first) while
+        only the one-box had the release; with ``in_bake``, after the one-box bake had
+        begun. Returns what fired."""
         trail, steps = self.trail(dep)
         installed = self.hosts_installed(steps)
         if len(installed) != 1:
             raise DemoError(
                 f"{version}: installed on {sorted(installed)}, expected the one-box only"
             )
-        fired = [e for e in trail if e.get("type") == "AlarmChanged" and e.get("state") == "ALARM"]
+        fired = [
+            e for e in trail
+            if (e.get("type") == "AlarmChanged" and e.get("state") == "ALARM")
+            or (e.get("type") == "AnomalyJudged" and e.get("outcome") == "fail")
+        ]  # fmt: skip
         if not fired:
-            raise DemoError(f"{version}: rolled back, but no alarm fired in the trail")
+            raise DemoError(
+                f"{version}: rolled back, but neither an alarm nor anomaly detection fired"
+            )
         first = fired[0]
-        what = f"{first.get('role', '?')} alarm '{first.get('alarm')}'"
-        say(f"  check: only {installed.pop()} got {version}; {what} went to ALARM")
+        if first.get("type") == "AnomalyJudged":
+            what = "anomaly detection (no threshold written)"
+            say(f"  check: only {installed.pop()} got {version}; {what} judged it bad")
+        else:
+            what = f"{first.get('role', '?')} alarm '{first.get('alarm')}'"
+            say(f"  check: only {installed.pop()} got {version}; {what} went to ALARM")
         if in_bake:
             bakes = [
                 e for e in trail
@@ -275,7 +286,7 @@ class Story:
                 and e.get("at", 0) < first.get("at", 0)
             ]  # fmt: skip
             if not bakes:
-                raise DemoError(f"{version}: the alarm fired before the one-box bake began")
+                raise DemoError(f"{version}: it was caught before the one-box bake began")
             say(f"  check: the one-box bake was under way ({len(bakes)} bake verdicts before it)")
         return what
 

@@ -102,9 +102,11 @@ def test_the_story_as_root(root_run: tuple[str, Path, Path]) -> None:
     assert len(re.findall(r"controller metrics: http://127\.0\.0\.1:\d+/metrics", out)) == 4
     assert out.count("exit status 20: rolled_back") == 2
     assert out.count("exit status 0: succeeded") == 2
-    # v2 and v3: only the one-box got them, and the one-box alarm said why.
-    assert re.search(r"check: only h01 got 2\.0\.0; onebox alarm 'demo-onebox' went to ALARM", out)
-    assert re.search(r"check: only h01 got 3\.0\.0; onebox alarm 'demo-onebox' went to ALARM", out)
+    # v2 and v3: only the one-box got them, and the one-box alarm or anomaly detection
+    # (whichever judged first) said why.
+    caught = r"(onebox alarm 'demo-onebox' went to ALARM|anomaly detection .* judged it bad)"
+    assert re.search(rf"check: only h01 got 2\.0\.0; {caught}", out)
+    assert re.search(rf"check: only h01 got 3\.0\.0; {caught}", out)
     assert "check: the one-box bake was under way" in out
     # Through HAProxy the only failed requests are the bad one-box's own 500s, and v4
     # rolled out with none at all.
@@ -219,8 +221,8 @@ def _run_nonroot(base: Path, tmpdir: Path, *, unprivileged: bool) -> None:
     assert "the pipeline uses the 'none' driver" in out
     assert out.count("exit status 20: rolled_back") == 2
     assert out.count("exit status 0: succeeded") == 2
-    assert re.search(r"check: only host-00200 got 2\.0\.0; onebox alarm", out)
-    assert re.search(r"check: only host-00200 got 3\.0\.0; onebox alarm", out)
+    assert re.search(r"check: only host-00200 got 2\.0\.0; (onebox alarm|anomaly)", out)
+    assert re.search(r"check: only host-00200 got 3\.0\.0; (onebox alarm|anomaly)", out)
     assert out.count("decision trail:") == 2
     assert "leftovers: none" in out
     assert not _processes_naming(work)
