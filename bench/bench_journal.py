@@ -45,12 +45,12 @@ for p in (REPO / "controller", REPO / "agent", REPO):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from tests.engine.fakes import FakeBalancer, FakeClock, FakeFleet  # noqa: E402
+from tests.engine.fakes import FakeBalancer, FakeClock, FakeFleet, start_deployment  # noqa: E402
 from tests.engine.sim import make_plan  # noqa: E402
 
 from fleetwave.rollout.gates import Gates  # noqa: E402
 from fleetwave.rollout.journal import Journal  # noqa: E402
-from fleetwave.rollout.runner import DeploymentInfo, Runner  # noqa: E402
+from fleetwave.rollout.runner import Runner  # noqa: E402
 from fleetwave.rollout.types import Finish  # noqa: E402
 
 IN_FLIGHT = 100  # the write path: hosts with a step in flight
@@ -79,18 +79,8 @@ def run_runner(mode: str, hosts: int, work: Path) -> float:
     stages[-1] += hosts - sum(stages)
     plan = make_plan([[stages]], max_out=STAGE_IN_FLIGHT, min_serving=0)
     pkg = "c" * 64
-    journal.create_deployment(
-        deployment_id="bench",
-        pipeline="p",
-        environment="e",
-        package_id=pkg,
-        package_path="/pkg",
-        plan={},
-        now=0.0,
-        controller="bench",
-    )
     runner = Runner(
-        DeploymentInfo("bench", plan, Path("/pkg"), pkg, 5.0),
+        start_deployment(journal, plan, "bench", pkg),
         journal=journal,
         transport=FakeFleet(plan.hosts()),
         balancers={"lb": FakeBalancer()},

@@ -173,3 +173,23 @@ class FakeBalancer(LoadBalancer):
 
     async def status(self, ref: ServerRef) -> ServerStatus:
         return self._status(ref)
+
+
+def start_deployment(
+    journal: Any, plan: Any, deployment_id: str = "d1", package_id: str = "p" * 64
+) -> Any:
+    """Create ``deployment_id``'s journal row and return its ``DeploymentInfo``: the
+    setup every runner test on fakes begins with."""
+    from fleetwave.rollout.runner import DeploymentInfo
+
+    journal.create_deployment(
+        deployment_id=deployment_id,
+        pipeline="p",
+        environment="prod",
+        package_id=package_id,
+        package_path="/pkg",
+        plan={},
+        now=0.0,
+        controller="test",
+    )
+    return DeploymentInfo(deployment_id, plan, Path("/pkg"), package_id, 5.0)

@@ -11,9 +11,9 @@ import pytest
 
 from fleetwave.rollout.gates import Gates
 from fleetwave.rollout.journal import Journal
-from fleetwave.rollout.runner import DeploymentInfo, Runner
+from fleetwave.rollout.runner import Runner
 
-from .fakes import FakeBalancer, FakeClock, FakeFleet
+from .fakes import FakeBalancer, FakeClock, FakeFleet, start_deployment
 from .sim import make_plan
 
 pytestmark = pytest.mark.integration
@@ -38,18 +38,8 @@ def test_a_decision_is_one_commit_its_intents_are_durable_with_its_event(
     journal = Journal(
         tmp_path / "journal.db", kill_at=KillPoint(1, "event", "StageProbed"), on_kill=crash
     )
-    journal.create_deployment(
-        deployment_id="d7",
-        pipeline="p",
-        environment="prod",
-        package_id=PKG,
-        package_path="/pkg",
-        plan={},
-        now=0.0,
-        controller="test",
-    )
     runner = Runner(
-        DeploymentInfo("d7", plan, Path("/pkg"), PKG, 5.0),
+        start_deployment(journal, plan, "d7", PKG),
         journal=journal,
         transport=FakeFleet(plan.hosts()),
         balancers={"lb": FakeBalancer()},

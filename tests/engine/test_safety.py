@@ -32,7 +32,7 @@ from fleetwave.rollout.state import HostPhase
 from fleetwave.rollout.types import Finish, HostFacts, Stopped, Target, Verdict
 from fleetwave.transport.retry import RetryPolicy
 
-from .fakes import FakeBalancer, FakeClock, FakeFleet
+from .fakes import FakeBalancer, FakeClock, FakeFleet, start_deployment
 from .sim import make_plan
 
 pytestmark = pytest.mark.integration
@@ -43,17 +43,7 @@ FAST = RetryPolicy(retries=3, base_delay_s=0.01, max_delay_s=0.05)
 
 def _setup(tmp_path: Path, plan: Any, **kw: Any) -> tuple[Journal, DeploymentInfo]:
     journal = Journal(tmp_path / "journal.db", **kw)
-    journal.create_deployment(
-        deployment_id="d1",
-        pipeline="p",
-        environment="prod",
-        package_id=PKG,
-        package_path="/pkg",
-        plan={},
-        now=0.0,
-        controller="test",
-    )
-    return journal, DeploymentInfo("d1", plan, Path("/pkg"), PKG, 5.0)
+    return journal, start_deployment(journal, plan, "d1", PKG)
 
 
 def _runner(info: DeploymentInfo, journal: Journal, fleet: Any, lb: Any, **kw: Any) -> Runner:
