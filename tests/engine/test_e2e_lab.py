@@ -106,6 +106,8 @@ class Lab:
             "stage_bake": {"time": bake},
             "windows": {"default": {"days": ["all"], "hours": "00:00-24:00"}},
             "waves": [{"name": "lab", "regions": ["lab-1"], "bake": {"time": "1s"}}],
+            # The default 10s round would stretch each 1s bake to a round's length.
+            "watch": {"interval": "1s"},
         }
         (self.work / "topology.yaml").write_text(json.dumps(topology))
         path = self.work / "pipeline.yaml"

@@ -230,6 +230,21 @@ def test_too_little_data_waits_and_stages_not_live_are_not_judged() -> None:
     assert watch.judge(_state(plan, StagePhase.DONE, ("h1",)), 4.0) == []
 
 
+def test_a_baking_stage_whose_hosts_were_all_skipped_passes() -> None:
+    # A stage settles with every host held in MAINT by an operator: at its bake no
+    # host serves the new release, and none ever will.
+    plan = _plan()
+    watch = _run(plan, 20.0, 0.0)
+    onebox = plan.stages()[0].id
+    rolling = watch.judge(_state(plan, StagePhase.ROLLING, ()), 130.0)
+    assert [e.outcome for e in rolling] == [AnomalyOutcome.WAIT]
+    baking = watch.judge(_state(plan, StagePhase.BAKING, ()), 131.0)
+    assert [e.outcome for e in baking] == [AnomalyOutcome.PASS]
+    reading = watch.anomaly_for(onebox)
+    assert reading is not None
+    assert reading.outcome is AnomalyOutcome.PASS
+
+
 def test_a_first_install_has_no_baseline() -> None:
     # h1 serves; nothing near it ever did (no old release anywhere, no past traffic).
     plan = _plan()

@@ -29,7 +29,7 @@ from fleetwave.config.anomaly import AnomalySettings
 from fleetwave.planning.model import HostRef, Plan, Stage
 from fleetwave.rollout.events import AnomalyJudged
 from fleetwave.rollout.gates import AnomalyReading
-from fleetwave.rollout.state import HostPhase, HostState, Phase, State
+from fleetwave.rollout.state import HostPhase, HostState, Phase, StagePhase, State
 from fleetwave.rollout.transitions import ANOMALY_PHASES
 from fleetwave.rollout.types import AnomalyOutcome
 from fleetwave.watch.agent_source import Snapshot
@@ -129,6 +129,7 @@ def stage_sample(
         reference_kind=kind if reference else Reference.NONE,
         before=tuple(before),
         planned_rounds=planned_rounds(stage.bake.duration_s, interval_s),
+        settled=state.stages[stage.id].phase is StagePhase.BAKING,
     )
     served_new = sum(w.requests for w in new)
     served_baseline = sum(w.requests for w in (*reference, *before))

@@ -155,6 +155,14 @@ def test_no_new_host_waits() -> None:
     assert v.outcome is Outcome.WAIT
 
 
+def test_a_settled_stage_with_no_new_host_has_nothing_to_judge() -> None:
+    # Every host skipped (operator's MAINT) or failed within the budget: waiting for a
+    # new host would wait forever.
+    v = detect(replace(stage(GOOD), new=(), settled=True), SETTINGS)
+    assert v.outcome is Outcome.PASS
+    assert "no host of the stage serves the new release" in v.reason
+
+
 def test_noise_on_a_fast_endpoint_never_rolls_back() -> None:
     """2 ms -> 2.4 ms is significant on 12k requests, but under the 5 ms floor."""
     fast = Behaviour(median_s=0.002)

@@ -116,6 +116,9 @@ class StageSample:
     ``planned_rounds`` is how many evaluations the bake plans (bake time / evaluation
     interval, at least 1): alpha is split across them, so the chance of a false
     rollback over the whole bake stays within the stage's alpha.
+
+    ``settled`` says every host of the stage finished its steps, so a stage with no
+    host serving the new release (every host skipped or failed) has nothing to judge.
     """
 
     stage: str
@@ -125,6 +128,9 @@ class StageSample:
     reference_kind: Reference = Reference.NONE
     before: tuple[HostWindow, ...] = field(default=())
     planned_rounds: int = 1
+    #: Every host of the stage finished its steps (the stage bakes): with no host on
+    #: the new release, nothing will ever arrive to judge.
+    settled: bool = False
 
     def __post_init__(self) -> None:
         if self.planned_rounds < 1:
