@@ -34,7 +34,7 @@ def test_errors_0_to_2_percent_on_the_onebox_are_rolled_back_by_the_detector(
         }
     )
     env.pipeline.write_text(json.dumps(data))
-    env.deploy(env.package("1.0.0"), check=True)  # first install: idle, passes on time
+    env.first_install()
     env.settled("1.0.0")
     bad = env.package("2.0.0", error_rate=0.02)
     with env.fleet.load(workers=6, pause_s=0.005, max_seconds=DEPLOY_TIMEOUT_S) as load:

@@ -134,7 +134,7 @@ def watch_lab(tmp_path: Path) -> Iterator[Callable[..., WatchLab]]:
 
 
 def _first_release(env: WatchLab) -> None:
-    env.deploy(env.package("1.0.0"), check=True)
+    env.first_install()
     env.settled("1.0.0")
 
 

@@ -47,6 +47,7 @@ class FakeAgent:
     fail_rollback: int = 0  # the next N rollback/activate calls fail (StoreError)
     lose_session: int = 0  # the next N calls fail with SessionLostError
     block: asyncio.Event | None = None  # install waits for it
+    fail_gc: bool = False  # gc fails (StoreError)
 
     def switch(self, version: str) -> None:
         if self.current != version:
@@ -99,6 +100,13 @@ class FakeSession:
             assert args is not None
             a.switch(args["version"])
             return {"ok": True}
+        if op == "gc":
+            if a.fail_gc:
+                raise RemoteAgentError(self.host.name, "StoreError", "read-only file system", 5)
+            kept = {a.current, a.previous}
+            removed = [v for v in a.releases if v not in kept]
+            a.releases = [v for v in a.releases if v in kept]
+            return {"removed": [{"version": v} for v in removed], "freed_bytes": 1000}
         raise AssertionError(op)
 
     def _summary(self, version: str | None) -> dict[str, str] | None:

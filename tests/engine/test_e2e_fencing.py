@@ -47,8 +47,7 @@ def _watch_up(env: Lab, proc: subprocess.Popen[str]) -> tuple[str, str, list[str
 
 def test_untrusted_package_drains_no_host(lab: Callable[..., Lab]) -> None:
     env = lab(hosts=3)
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     private, _ = generate_keypair(env.work / "intruder", "intruder")
     src = env.work / "src-evil"
     shutil.copytree(DEMO_APP, src)
@@ -67,8 +66,7 @@ def test_untrusted_package_drains_no_host(lab: Callable[..., Lab]) -> None:
 
 def test_second_controller_from_another_state_dir_is_refused(lab: Callable[..., Lab]) -> None:
     env = lab(hosts=3, bake="30s")
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     # The same fleet, a copy of the pipeline with its own state directory: the local
     # lock cannot see the first controller; only the hosts' leases can.
     data = json.loads(env.pipeline.read_text())

@@ -70,7 +70,7 @@ class Lab:
             )
         topology = {"regions": {"lab-1": {"traffic": "low", "timezone": "UTC", "azs": azs}}}
         agent = f"{fleet.agent_path} --root {AGENT_ROOT} --trust {TRUST} rpc"
-        pipeline = {
+        pipeline: dict[str, Any] = {
             "name": "lab-app",
             "service": "demo-app",
             "environment": "lab",
@@ -112,6 +112,16 @@ class Lab:
         (self.work / "topology.yaml").write_text(json.dumps(topology))
         path = self.work / "pipeline.yaml"
         path.write_text(json.dumps(pipeline))  # JSON is YAML
+        # The same pipeline (name, state, lock) with no bakes and one batch: a test's
+        # setup install is not what it tests, so it need not wait.
+        quick = {
+            **pipeline,
+            "rolling": {"max_batch": "100%", "min_healthy": "0%", "failure_budget": budget},
+            "onebox": {"bake": {"time": "0s"}},
+            "stage_bake": {"time": "0s"},
+            "waves": [{"name": "lab", "regions": ["lab-1"], "bake": {"time": "0s"}}],
+        }
+        (self.work / "pipeline-quick.yaml").write_text(json.dumps(quick))
         return path
 
     def package(
@@ -172,6 +182,23 @@ class Lab:
 
     def deploy(self, pkg: Path, **kw: object) -> subprocess.CompletedProcess[str]:
         return self.cli("deploy", str(pkg), "--yes", **kw)  # type: ignore[arg-type]
+
+    def first_install(self, version: str = "1.0.0") -> Path:
+        """Set up: ``version`` on every host at once, with no bakes, every host UP."""
+        pkg = self.package(version)
+        quick = self.work / "pipeline-quick.yaml"
+        proc = subprocess.run(
+            [sys.executable, "-m", "fleetwave.cli", "deploy", str(pkg), "--yes", "-f", str(quick)],
+            capture_output=True,
+            text=True,
+            env=self._env(),
+            timeout=DEPLOY_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"first install: exit {proc.returncode}\n{proc.stderr}")
+        self.wait_all_up()
+        return pkg
 
     def versions(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
@@ -258,8 +285,7 @@ def lab(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
 
 def test_rolling_deployment_under_load_loses_no_request(lab: Callable[..., Lab]) -> None:
     env = lab()
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     v2 = env.package("2.0.0")
     with env.fleet.load(workers=2, max_seconds=DEPLOY_TIMEOUT_S) as load:
         load.wait_requests(50)
@@ -282,8 +308,7 @@ def test_bad_release_past_budget_rolls_back_without_failed_requests(
     lab: Callable[..., Lab],
 ) -> None:
     env = lab(budget=0)
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     bad = env.package("2.0.0", health="fail")
     with env.fleet.load(workers=2, max_seconds=DEPLOY_TIMEOUT_S) as load:
         load.wait_requests(50)
@@ -301,8 +326,7 @@ def test_full_disk_on_one_host_fails_it_inside_the_budget(lab: Callable[..., Lab
     # min_healthy 0%: a full disk makes the victim's agent unusable (it cannot open a
     # session), so the probe counts it as not serving; the floor is not under test.
     env = lab(budget=1, srv_size="16m", min_healthy="0%")
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     victim = env.fleet.hosts[-1]
     v2 = env.package("2.0.0")
     victim.fill_disk()
@@ -374,8 +398,7 @@ def _kill_then_resume(env: Lab, pkg: Path, point: str) -> subprocess.CompletedPr
 
 def test_sigkill_after_every_forward_step_then_resume(lab: Callable[..., Lab]) -> None:
     env = lab(hosts=3)
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     for number, point in enumerate(FORWARD_KILL_POINTS, start=2):
         version = f"{number}.0.0"
         resumed = _kill_then_resume(env, env.package(version), point)
@@ -398,8 +421,7 @@ if _Path("/srv/fail-start").exists():
 
 def test_sigkill_after_every_rollback_step_then_resume(lab: Callable[..., Lab]) -> None:
     env = lab(hosts=3)
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     env.fleet.hosts[-1].path("/srv/fail-start").write_text("")
     for number, point in enumerate(ROLLBACK_KILL_POINTS, start=2):
         prefix = {"start": _FAIL_START_IF_MARKED}
@@ -425,8 +447,7 @@ def _wait_for(proc: subprocess.Popen[str], lab: Lab, phase: str, timeout: float 
 
 def test_ctrl_c_rolls_back_and_double_ctrl_c_aborts_resumably(lab: Callable[..., Lab]) -> None:
     env = lab(hosts=3, bake="10s")
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     # One Ctrl-C without a TTY: roll back.
     proc = env.start("deploy", str(env.package("2.0.0")), "--yes")
     _wait_for(proc, env, "done")
@@ -454,8 +475,7 @@ def test_ctrl_c_rolls_back_and_double_ctrl_c_aborts_resumably(lab: Callable[...,
 def test_ctrl_c_at_a_terminal_asks_then_rolls_back(lab: Callable[..., Lab]) -> None:
     """With a terminal on stdin, deploy asks first, and Ctrl-C asks before rolling back."""
     env = lab(hosts=3, bake="10s")
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     controller, terminal = pty.openpty()
     try:
         package = str(env.package("2.0.0"))
@@ -525,8 +545,7 @@ def test_sigterm_during_rolling_then_resume_ends_on_one_release_all_up(
     lab: Callable[..., Lab],
 ) -> None:
     env = lab(hosts=4, bake="5s")
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     proc = env.start("deploy", str(env.package("2.0.0")), "--yes")
     _wait_for(proc, env, "done")
     proc.send_signal(signal.SIGTERM)
@@ -549,8 +568,7 @@ def test_an_operators_maint_host_stays_in_maint_on_its_old_release(
     lab: Callable[..., Lab],
 ) -> None:
     env = lab(hosts=4, min_healthy="0%")
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     assert env.fleet.haproxy is not None
     victim = env.fleet.hosts[1].name
     env.fleet.haproxy.admin(f"set server {env.fleet.haproxy.backend}/{victim} state maint")
@@ -570,8 +588,7 @@ def test_sshd_killed_for_seconds_mid_rolling_is_survived_without_a_new_deploymen
     lab: Callable[..., Lab],
 ) -> None:
     env = lab(hosts=4, bake="2s")
-    env.deploy(env.package("1.0.0"), check=True)
-    env.wait_all_up()
+    env.first_install()
     proc = env.start("deploy", str(env.package("2.0.0")), "--yes")
     victim = env.fleet.host(_host_in_step(env, "install"))
     listener = victim.sshd_pid

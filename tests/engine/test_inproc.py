@@ -135,6 +135,37 @@ def test_deploy_then_rollback_through_real_ssh_and_agents(tmp_path: Path) -> Non
     assert set(after_rb.values()) == {"1.0.0"}
 
 
+def test_old_releases_are_collected_after_each_install(tmp_path: Path) -> None:
+    first = make_package(tmp_path / "p1", version="1.0.0")
+    keys = (first.private_key, first.public_key)
+    packages = [first] + [
+        make_package(tmp_path / f"p{n}", version=f"{n}.0.0", keys=keys) for n in range(2, 6)
+    ]
+
+    async def main() -> tuple[list[Finish], dict[str, list[str]]]:
+        fleet = await start_fleet(HOSTS, tmp_path / "hosts", real_agent_factory(first.public_key))
+        try:
+            plan = _plan(fleet.refs())
+            journal = Journal(tmp_path / "state" / "journal.db")
+            done = [await _deploy(fleet, journal, f"d{i}", p, plan) for i, p in enumerate(packages)]
+            kept = {
+                h.name: sorted(
+                    r.name for r in (h.root / "releases" / "demo").iterdir() if r.is_dir()
+                )
+                + sorted(p.name for p in (h.root / "incoming").iterdir())
+                for h in fleet.hosts
+            }
+            return done, kept
+        finally:
+            await fleet.close()
+
+    done, kept = asyncio.run(main())
+    assert [f.result for f in done] == ["succeeded"] * 5, [f.rollback_reason for f in done]
+    for releases in kept.values():
+        # keep_releases (3): the current, the previous and one more; no upload left
+        assert [r.split("-")[0] for r in releases] == ["3.0.0", "4.0.0", "5.0.0"], releases
+
+
 def test_changed_host_key_fails_that_host_only(tmp_path: Path) -> None:
     v1 = make_package(tmp_path / "p1", version="1.0.0")
 

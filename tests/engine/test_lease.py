@@ -128,7 +128,7 @@ def test_every_mutating_call_carries_the_lease_and_leases_are_released(tmp_path:
     fin = _run(_runner(info, journal, fleet, lb).run())
     assert fin.result == "succeeded"
     mutating = [(h, op, lease) for h, op, lease in fleet.log if op in MUTATING_OPS]
-    assert {op for _, op, _ in mutating} == {"install", "upload"}
+    assert {op for _, op, _ in mutating} == {"install", "upload", "gc"}
     assert all(lease == "d1" for _, _, lease in mutating)
     # Every host was leased before its first mutating call, and all were given back.
     for host in fleet.agents:

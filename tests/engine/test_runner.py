@@ -205,3 +205,27 @@ def test_rollback_of_a_finished_deployment(tmp_path: Path) -> None:
     assert fin.result == "rolled_back"
     assert all(a.current == "v1" for a in fleet.agents.values())
     assert all(s is ServerState.READY for s in lb.states.values())
+
+
+def test_each_host_collects_garbage_once_it_serves_again(tmp_path: Path) -> None:
+    plan = make_plan([[[3]]], max_out=1, min_serving=1)
+    journal, info = _setup(tmp_path, plan)
+    fleet, lb, clock = FakeFleet(plan.hosts()), FakeBalancer(), FakeClock()
+    for agent in fleet.agents.values():
+        agent.releases = ["v0", "v1"]  # v0: neither current nor previous after v2
+    fin = _run(_runner(info, journal, fleet, lb, clock).run())
+    assert fin.result == "succeeded"
+    for agent in fleet.agents.values():
+        assert agent.calls.index("gc") > agent.calls.index("install")
+        assert agent.releases == ["v1", "v2"]
+
+
+def test_a_failing_gc_costs_disk_not_the_deployment(tmp_path: Path) -> None:
+    plan = make_plan([[[2]]], max_out=1, min_serving=1, budget=0)
+    journal, info = _setup(tmp_path, plan)
+    fleet, lb, clock = FakeFleet(plan.hosts()), FakeBalancer(), FakeClock()
+    fleet.agents["h1"].fail_gc = True
+    fin = _run(_runner(info, journal, fleet, lb, clock).run())
+    assert fin.result == "succeeded"
+    assert all(a.current == "v2" for a in fleet.agents.values())
+    assert all(s is ServerState.READY for s in lb.states.values())

@@ -280,6 +280,8 @@ class HostSteps:
             release = result.get("current_version") or result.get("version")
             if not isinstance(release, str):
                 raise RemoteAgentError(host.name, "ProtocolError", f"install result: {result}", 8)
+            if host.lb is None:  # no return step follows: it serves already
+                await self._collect_garbage(host, session)
             return HostInstalled(host.name, release, prev)
         if isinstance(action, ReturnHost):
             status = await session.call("status")
@@ -297,6 +299,7 @@ class HostSteps:
             st = await self.lb(host).ready(host.lb)
             if st.state is not ServerState.READY:
                 raise LoadBalancerError(f"{host.lb}: {st.state.value} after ready")
+            await self._collect_garbage(host, session)
             return HostReturned(host.name)
         return await self._rollback_host(action, host, session)
 
@@ -323,6 +326,22 @@ class HostSteps:
         else:
             await session.call("activate", {"version": target})
         return HostRolledBack(host.name)
+
+    async def _collect_garbage(self, host: HostRef, session: AgentSession) -> None:
+        """Free the host's disk once it serves again (so never while it is out of
+        rotation): the agent keeps its ``keep_releases`` releases, always the current,
+        the previous and pinned ones, and drops installed uploads. A failure costs
+        disk, not the deployment: it is noted, and the next deployment tries again."""
+        try:
+            result = await session.call("gc", {})
+        except FleetwaveError as exc:
+            self.note(f"{host.name}: gc failed, old releases stay: {exc}")
+            await self._drop_session(host.name)  # a lost session is not reused
+            return
+        removed = result.get("removed") or []
+        if removed:
+            freed = int(result.get("freed_bytes") or 0)
+            self.note(f"{host.name}: gc removed {len(removed)} old release(s), {freed} bytes")
 
     def lb(self, host: HostRef) -> LoadBalancer:
         """The balancer ``host`` sits behind (it must sit behind one)."""
