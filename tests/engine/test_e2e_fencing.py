@@ -65,7 +65,7 @@ def test_untrusted_package_drains_no_host(lab: Callable[..., Lab]) -> None:
 
 
 def test_second_controller_from_another_state_dir_is_refused(lab: Callable[..., Lab]) -> None:
-    env = lab(hosts=3, bake="30s")
+    env = lab(hosts=3, bake="1s")
     env.first_install()
     # The same fleet, a copy of the pipeline with its own state directory: the local
     # lock cannot see the first controller; only the hosts' leases can.
@@ -73,9 +73,12 @@ def test_second_controller_from_another_state_dir_is_refused(lab: Callable[..., 
     data["deploy"]["state_dir"] = "state-b"
     other = env.work / "pipeline-b.yaml"
     other.write_text(json.dumps(data))
+    # The first controller's one-box bakes long enough for the second to try.
+    first_data = json.loads(env.pipeline.read_text())
+    env.pipeline.write_text(json.dumps({**first_data, "onebox": {"bake": {"time": "20s"}}}))
     first = env.start("deploy", str(env.package("2.0.0")), "--yes")
     try:
-        _wait_for(first, env, "done")  # the one-box is done and now bakes for 30 s
+        _wait_for(first, env, "done")  # the one-box is done and now bakes for 20 s
         env.wait_all_up()
         second = subprocess.Popen(
             _argv("deploy", str(env.package("3.0.0")), "--yes", pipeline=other),

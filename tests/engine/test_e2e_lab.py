@@ -436,7 +436,9 @@ def _wait_for(proc: subprocess.Popen[str], lab: Lab, phase: str, timeout: float 
     """Poll ``fleetwave status --json`` until some host reached ``phase`` (bounded)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "controller ended early"
+        if proc.poll() is not None:
+            _out, err = proc.communicate(timeout=10)
+            raise AssertionError(f"controller ended early (exit {proc.returncode}): {err[-3000:]}")
         status = json.loads(lab.cli("status", "--json", check=True).stdout)
         running = status.get("deployment", {}).get("state") == "running"
         if running and status.get("hosts", {}).get(phase):
