@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,8 @@ def test_explain_prints_the_trail_readably(
     assert trail[held + 1].strip() == 'blocker ALARM("org-sev1"): true'
     assert any(" ok   blockers " in line for line in trail[held + 1 :])
     assert any(line.strip() == "bakes: skipped by override" for line in trail)
+    rotation = next(line for line in lines if line.startswith("time out of rotation: "))
+    assert re.match(r"time out of rotation: median \d+\.\d\ds, longest .* over \d+ host", rotation)
     assert lines[-1] == "=> finished succeeded"
 
 
@@ -185,6 +188,10 @@ def test_explain_json_is_the_trail_then_every_step(
     hold = next(e for e in head["trail"] if e.get("verdict", {}).get("kind") == "hold")
     evidence = next(r for r in hold["verdict"]["inputs"] if r.get("gate") == "blocker")
     assert evidence["truth"] == "true"
+    assert head["out_of_rotation"]  # every host was drained, then returned
+    for spent in head["out_of_rotation"].values():
+        assert spent["seconds"] >= 0
+        assert spent["intervals"] >= 1
     steps = [json.loads(line) for line in lines[1:]]
     assert [s["seq"] for s in steps] == sorted(s["seq"] for s in steps)
     assert {"event", "intent", "outcome"} <= {s["kind"] for s in steps}

@@ -145,14 +145,20 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     """The decision trail (every verdict with its inputs, alarm changes, overrides),
     then every journalled step of one deployment, in order."""
-    from fleetwave.observe import trail
+    from fleetwave.observe import rotation, trail
 
     ctx = _context(args.file)
     row = ctx.journal.deployment(args.deployment)
     steps = ctx.journal.steps(row.id)
     entries = trail.trail(steps)
+    out_of_rotation = rotation.rotations(steps)
     if args.json:
-        print(json.dumps({"deployment": _row_dict(row), "trail": entries}, sort_keys=True))
+        head = {
+            "deployment": _row_dict(row),
+            "trail": entries,
+            "out_of_rotation": {h: r.to_json() for h, r in out_of_rotation.items()},
+        }
+        print(json.dumps(head, sort_keys=True))
         for step in steps:
             print(json.dumps(step.__dict__, sort_keys=True))
         return 0
@@ -161,6 +167,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print("decision trail:")
     for line in trail.render(entries) or ["(no verdicts yet)"]:
         print(f"  {line}")
+    print(f"time out of rotation: {rotation.summary(out_of_rotation)}")
+    for host, r in out_of_rotation.items():
+        out = f", out since {_iso(r.out_since)}" if r.out_since is not None else ""
+        print(f"  {host}: {r.seconds:.2f}s in {r.intervals} interval(s){out}")
     print("steps:")
     for step in steps:
         who = " ".join(x for x in (step.host, step.stage) if x)

@@ -118,7 +118,15 @@ class MetricsSink:
         )
         for reason in OUT_OF_ROTATION_REASONS:
             self.out_of_rotation.labels(reason).set(0)
+        self.rotation_time = Histogram(
+            "fleetwave_host_out_of_rotation_seconds",
+            "Time one host spent out of rotation: from the start of its drain to the end "
+            "of its return to the balancer",
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
         self._stage_start: dict[str, float] = {}
+        self._drained_at: dict[str, float] = {}
 
     def emit(self, event: ObservedEvent) -> None:
         if isinstance(event, DeploymentChanged):
@@ -136,8 +144,8 @@ class MetricsSink:
                 counts[reason] = counts.get(reason, 0) + 1
             for reason, n in counts.items():
                 self.out_of_rotation.labels(reason).set(n)
-        elif isinstance(event, HostStep) and event.outcome != "start":
-            self.step_duration.labels(event.step, event.outcome).observe(event.duration_s or 0.0)
+        elif isinstance(event, HostStep):
+            self._host_step(event)
         elif isinstance(event, StageChanged):
             if event.phase in ("checking_blockers", "waiting_start"):
                 self._stage_start.setdefault(event.stage, event.at)
@@ -170,6 +178,15 @@ class MetricsSink:
         elif isinstance(event, OverrideRecorded):
             for skip in event.skip:
                 self.overrides.labels(skip).inc()
+
+    def _host_step(self, event: HostStep) -> None:
+        if event.outcome == "start":
+            if event.step == "drain":
+                self._drained_at.setdefault(event.host, event.at)
+            return
+        self.step_duration.labels(event.step, event.outcome).observe(event.duration_s or 0.0)
+        if event.step == "return" and event.outcome == "ok" and event.host in self._drained_at:
+            self.rotation_time.observe(event.at - self._drained_at.pop(event.host))
 
     def _anomaly(self, stage: str, outcome: str) -> None:
         for o in ANOMALY_OUTCOMES:
