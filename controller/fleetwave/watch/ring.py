@@ -9,9 +9,10 @@ bakes, plus :data:`ANOMALY_SAMPLES` when anomaly detection runs):
   ingest, so the increase between ANY two rows is one subtraction. Beside each total,
   the cumulative number of pairs of consecutive snapshots that both carried it, and
   the seconds those pairs span (what a rate divides by);
-* **histograms** the same way, one cumulative column per bucket bound (the bounds
+* **histograms** the same way, a cumulative total per bucket bound (the bounds
   are the host's first snapshot's; a histogram whose bounds change counts from zero
-  with its new bounds, and what the old ones counted is no longer queryable), plus the
+  with its new bounds, and what the old ones counted is no longer queryable; the buckets
+  of all rows share one row-major array), plus the
   sum and the number of pairs whose newer snapshot carried it;
 * **gauges** per row: the max, the sum and the number of the snapshot's values (the
   consumers use the max and the mean only; the minimum is read at ingest, for health
@@ -55,6 +56,7 @@ ANOMALY_SAMPLES = frozenset(
 )
 ALL_SAMPLES = frozenset(m.sample for m in AGENT_METRICS.values())
 _KIND = {m.sample: m.kind for m in AGENT_METRICS.values()}
+_LAYOUTS: dict[tuple[float, ...], tuple[float, ...]] = {}  # bucket bounds, shared by hosts
 _CPU_OK = 1  # the row's pair gives a CPU-rate point (both counters, no reset, time moved)
 
 Runs = list[tuple[int, int]]  # inclusive row ranges (a, b) of the rows a query counts
@@ -164,41 +166,47 @@ class _Gauge:
 
 
 class _Hist:
-    __slots__ = ("buckets", "last", "le", "present", "sum")
+    __slots__ = ("buckets", "last", "last_sum", "le", "present", "sum")
 
     def __init__(self) -> None:
         self.le: tuple[float, ...] = ()
-        self.buckets: list[array[float]] = []
+        self.buckets = array("d")  # row-major: row k's bucket i at k * len(le) + i
         self.sum = array("d")
         self.present = array("I")
-        self.last: Histogram | None = None
+        # The previous snapshot's raw counts (None: it had none), as an array: a
+        # tuple of float objects would cost more than the host's rows.
+        self.last: array[float] | None = None
+        self.last_sum = 0.0
 
     def columns(self) -> list[array[float] | array[int]]:
-        return [*self.buckets, self.sum, self.present] if self.le else []
+        return [self.sum, self.present] if self.le else []
 
     def add(self, now: Histogram | None, rows_before: int) -> None:
-        old, self.last = self.last, now
+        old, old_sum = self.last, self.last_sum
+        self.last = array("d", now.counts) if now is not None else None
+        self.last_sum = now.sum if now is not None else 0.0
         if now is not None and now.le != self.le:
             # New bounds: start over with them; the row counts as a reset.
-            self.le, old = now.le, None
-            self.buckets = [array("d", bytes(8 * rows_before)) for _ in now.le]
+            self.le, old = _LAYOUTS.setdefault(now.le, now.le), None
+            self.buckets = array("d", bytes(8 * rows_before * len(now.le)))
             self.sum = array("d", bytes(8 * rows_before))
             self.present = array("I", [0]) * rows_before
         if not self.le:
             return
         has = rows_before > 0  # the columns have a previous row to carry on from
         if now is None:
-            for b in self.buckets:
-                b.append(b[-1] if has else 0.0)
+            width = len(self.le)
+            self.buckets.extend(self.buckets[-width:] if has else array("d", bytes(8 * width)))
             self.sum.append(self.sum[-1] if has else 0.0)
             self.present.append(self.present[-1] if has else 0)
             return
-        reset = old is None or now.counts[-1] < old.counts[-1]
+        reset = old is None or now.counts[-1] < old[-1]
+        width = len(self.le)
+        base = self.buckets[-width:] if has else array("d", bytes(8 * width))
         for i, count in enumerate(now.counts):
-            delta = count if reset or old is None else count - old.counts[i]
-            col = self.buckets[i]
-            col.append((col[-1] if has else 0.0) + max(delta, 0.0))
-        dsum = now.sum if reset or old is None else max(now.sum - old.sum, 0.0)
+            delta = count if reset or old is None else count - old[i]
+            self.buckets.append(base[i] + max(delta, 0.0))
+        dsum = now.sum if reset or old is None else max(now.sum - old_sum, 0.0)
         self.sum.append((self.sum[-1] if has else 0.0) + dsum)
         self.present.append((self.present[-1] if has else 0) + 1)
 
@@ -287,6 +295,8 @@ class HostRing:
             k = bisect_left(self._at, limit)
             for col in self._columns() + self._merged():
                 del col[:k]
+            for h in self._hists.values():
+                del h.buckets[: k * len(h.le)]
             self._coarse_n = max(0, self._coarse_n - k)
         edge = math.floor((t - r.fine_s) / r.coarse_s) * r.coarse_s
         if edge > self._thinned_edge:
@@ -325,6 +335,10 @@ class HostRing:
             fl[start:end] = array("B", [min(fl[a + 1 : b + 1]) for a, b in groups])
         for col in self._columns():
             col[start:end] = array(col.typecode, [col[k] for k in keep])  # type: ignore[arg-type,misc]
+        for h in self._hists.values():
+            w, b = len(h.le), h.buckets
+            if w:
+                b[start * w : end * w] = array("d", [b[k * w + i] for k in keep for i in range(w)])
         self._coarse_n = start + len(keep)
 
     # ------------------------------------------------------------ reads
@@ -404,8 +418,9 @@ class HostRing:
         total_sum = 0.0
         present = 0
         for a, b in runs:
-            for i, col in enumerate(h.buckets):
-                counts[i] += col[b] - col[a - 1]
+            w, col = len(h.le), h.buckets
+            for i in range(w):
+                counts[i] += col[b * w + i] - col[(a - 1) * w + i]
             total_sum += h.sum[b] - h.sum[a - 1]
             present += h.present[b] - h.present[a - 1]
         return h.le, counts, total_sum, present
