@@ -159,7 +159,7 @@ def _count(ring: HostRing, start: float, end: float, release: str | None = None)
     return ring.counter(REQ, ring.runs(start, end, release))[0]
 
 
-def test_thinning_keeps_every_count_and_snaps_to_the_kept_row_before() -> None:
+def test_thinning_keeps_every_count_and_snaps_to_the_kept_row_after_the_start() -> None:
     ret = Retention(fine_s=60.0, coarse_s=30.0, history_s=10**6)
     snaps = [_flat(float(t), 10.0 * t if t < 100 else 10.0 * (t - 100)) for t in range(0, 400, 5)]
     ring = ring_of(snaps, retention=ret)
@@ -176,9 +176,10 @@ def test_thinning_keeps_every_count_and_snaps_to_the_kept_row_before() -> None:
             {"h": snaps[5:]},
         ).values()[0]
     )
-    # A window starting at 40 (inside the coarse tier) snaps to the kept row at 25:
-    # it counts from 25, 15 s more than asked.
-    assert _count(ring, 40.0, 85.0) == _count(ring, 25.0, 85.0) == 850.0 - 250.0 + 0.0
+    # A window starting at 40 (inside the coarse tier) counts from the kept row at 55,
+    # the first at or after its start: 15 s less than asked, nothing from before 40.
+    assert _count(ring, 40.0, 85.0) == _count(ring, 55.0, 85.0) == 850.0 - 550.0
+    assert _count(ring, 25.0, 85.0) == 850.0 - 250.0
 
 
 def test_thinning_keeps_release_changes_exact() -> None:

@@ -25,8 +25,9 @@ bakes, plus :data:`ANOMALY_SAMPLES` when anomaly detection runs):
 (and the oldest row, and the rows on either side of a release change); rows older than ``history_s``
 dropped, in chunks (none is ever older than ``history_s + coarse_s``). A thinned row's
 counts land in the next kept row, since totals are cumulative; its gauge values and
-flags are merged into that row. A window whose start falls in the coarse tier snaps to
-the kept row at or before its start (it can count up to ``coarse_s`` more).
+flags are merged into that row. A window whose start falls in the coarse tier counts
+from the kept row at or after its start: up to ``coarse_s`` less than asked, never
+anything from before it, so a bake counted there never passes early.
 
 Release attribution: a pair of consecutive rows counts for a release when its newer
 row was served by it. Each row carries the index of its release *run* (``epoch``, a
@@ -372,6 +373,10 @@ class HostRing:
         what counters, histograms and events count between a run's ``a - 1`` and ``b``."""
         at = self._at
         first = bisect_right(at, start)
+        if pairs and start < self.exact_since:
+            # In the coarse tier, count from the kept row at or after the start: up to
+            # coarse_s less, never data from before it (a bake never passes early).
+            first = bisect_left(at, start) + 1
         hi = bisect_right(at, end) - 1
         if pairs:
             first = max(first, 1)
