@@ -16,6 +16,11 @@ are the controller's alone) watched by ``AgentSource`` + ``Watcher`` with the la
 pipeline's alarms at a 10 s interval. Measured over the steady rounds (after the first,
 which opens the sessions): controller CPU per second of wall time, and RSS above the
 process's RSS before the watcher existed. Targets: <= 5 % of one core, <= 50 MB.
+Before the rounds, every host's store is filled with ``history_s`` of synthetic
+snapshots of the real agent's shape (host metrics plus the app's request counters and
+latency histogram) at the interval, so the figures are those of full stores; the
+store's own bytes per host are measured with tracemalloc on 100 such stores, for the
+lab pipeline's retention and for a 3 h history (the cap: pipelines with 1 h bakes).
 
     python bench/bench_watch.py                    # both, 5 detect runs, 6 cost rounds
     python bench/bench_watch.py --only detect --runs 3
@@ -37,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,7 @@ from tests.inproc.fleet import start_fleet  # noqa: E402
 from tests.watch.conformance import access_line  # noqa: E402
 
 from bench.bench_scale import start_fleet_process  # noqa: E402
+from fleetwave.cli.deploy_build import agent_storage  # noqa: E402
 from fleetwave.config.alarm_expr import parse  # noqa: E402
 from fleetwave.config.alarms import (  # noqa: E402
     AlarmDef,
@@ -72,7 +79,8 @@ from fleetwave.rollout.runner import DeploymentInfo, Runner, SystemClock  # noqa
 from fleetwave.rollout.types import Finish  # noqa: E402
 from fleetwave.rollout.watching import Watcher  # noqa: E402
 from fleetwave.transport.ssh import SshTransport  # noqa: E402
-from fleetwave.watch.agent_source import AgentSource  # noqa: E402
+from fleetwave.watch.agent_source import AgentSource, parse_snapshot  # noqa: E402
+from fleetwave.watch.ring import HostRing, Retention, Snapshot  # noqa: E402
 from fleetwave_agent.config import AccessLogSource, AgentConfig, AppConfig, ExporterConfig  # noqa: E402
 from fleetwave_agent.operations import Agent  # noqa: E402
 from fleetwave_agent.rpc import RpcServer  # noqa: E402
@@ -257,12 +265,77 @@ def _cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+_LE = [*(str(b) for b in (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)), "+Inf"]
+
+
+def synthetic(at: float, n: int) -> Snapshot:
+    """The ``n``-th snapshot of a busy host, shaped like the real agent's (every
+    standard sample, the app's 12-bucket latency histogram)."""
+    req = 30.0 * 10 * n
+    counts = [req * f for f in (0.02, 0.1, 0.3, 0.6, 0.85, 0.95, 0.98, 0.99, 1, 1, 1, 1)]
+    data: dict[str, Any] = {
+        "v": 1,
+        "release": "1",
+        "counters": {
+            "fleetwave_agent_app_requests_total": req,
+            "fleetwave_agent_app_request_errors_total": req * 0.001,
+            "fleetwave_agent_app_log_errors_total": float(n // 7),
+            "fleetwave_agent_app_cpu_seconds_total": 0.2 * 10 * n,
+            "fleetwave_agent_host_cpu_seconds_total": 0.5 * 10 * n,
+        },
+        "gauges": {
+            "fleetwave_agent_app_resident_memory_bytes": [1.5e8 + n],
+            "fleetwave_agent_app_up": [1.0],
+            "fleetwave_agent_health_check_up": [1.0, 1.0],
+            "fleetwave_agent_disk_free_ratio": [0.4],
+        },
+        "histograms": {
+            "fleetwave_agent_app_request_duration_seconds": {
+                "le": _LE, "counts": counts, "sum": req * 0.03,
+            }
+        },
+    }  # fmt: skip
+    return parse_snapshot(data, at)
+
+
+def prefill(ring: HostRing, history_s: float, interval_s: float, until: float) -> None:
+    rows = int(history_s // interval_s)
+    for n in range(rows):
+        ring.ingest(synthetic(until - (rows - n) * interval_s, n))
+
+
+def store_bytes(keep: frozenset[str], retention: Retention, interval_s: float) -> tuple[int, int]:
+    """Bytes per host of a full store (tracemalloc over 100 stores)."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    rings = [HostRing(keep, retention) for _ in range(100)]
+    for ring in rings:
+        prefill(ring, retention.history_s, interval_s, time.time())
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    rows = len(rings[0])
+    del rings
+    return round(used / 100), rows
+
+
 async def watch_rounds(
     info: dict[str, Any], known_hosts: str, rounds: int, interval_s: float
 ) -> dict[str, Any]:
     pipeline = load_pipeline(ROOT / "examples" / "lab" / "pipeline.yaml")
+    pipeline = dataclasses.replace(
+        pipeline, watch=dataclasses.replace(pipeline.watch, interval_s=interval_s)
+    )
     hosts = len(info["hosts"])
     plan = make_plan([[[hosts]]])
+    keep, retention = agent_storage(pipeline, plan, detecting=pipeline.anomaly.enabled)
+    per_host, rows = store_bytes(keep, retention, interval_s)
+    long = dataclasses.replace(retention, history_s=3 * 3600.0)
+    per_host_3h, rows_3h = store_bytes(keep, long, interval_s)
+    print(
+        f"store: {len(keep)} samples kept, {retention}: {rows} rows, {per_host} B/host; "
+        f"3 h history: {rows_3h} rows, {per_host_3h} B/host",
+        flush=True,
+    )
     refs = [
         HostRef(name, addr, "bench", "bench-a", ssh_port=port) for name, addr, port in info["hosts"]
     ]
@@ -272,7 +345,16 @@ async def watch_rounds(
         client_keys=[asyncssh.read_private_key(str(info["client_key"]))],
         known_hosts=asyncssh.import_known_hosts(known_hosts),
     )
-    source = AgentSource(transport, _renamed(plan, refs), clock=time.time, timeout_s=interval_s)
+    source = AgentSource(
+        transport, _renamed(plan, refs), clock=time.time, timeout_s=interval_s,
+        keep=keep, retention=retention,
+    )  # fmt: skip
+    cpu_fill = _cpu_s()
+    until = time.time() - interval_s
+    for series in source._series.values():
+        prefill(series.ring, retention.history_s, interval_s, until)
+    cpu_fill = _cpu_s() - cpu_fill
+    rss_filled = _rss_mb()
     watcher = Watcher(
         plan, pipeline.alarms, source=source, poller=source, interval_s=interval_s,
         clock=time.time, rollback_alarm=pipeline.rollback_alarm,
@@ -307,6 +389,17 @@ async def watch_rounds(
         "median_round_wall_s": statistics.median(r["wall_s"] for r in steady),
         "cpu_share_of_one_core": round(steady_cpu / steady_wall, 4),
         "extra_rss_mb": round(rss1 - rss0, 1),
+        "rss_of_full_stores_mb": round(rss_filled - rss0, 1),
+        "prefill_cpu_s": round(cpu_fill, 2),
+        "kept_samples": sorted(keep),
+        "retention": dataclasses.asdict(retention),
+        "store_rows_per_host": rows,
+        "store_bytes_per_host": per_host,
+        "store_total_mb": round(per_host * hosts / 1e6, 2),
+        "store_3h_rows_per_host": rows_3h,
+        "store_3h_bytes_per_host": per_host_3h,
+        "store_3h_total_mb": round(per_host_3h * hosts / 1e6, 2),
+        "rows_per_host_after": statistics.median(len(s.ring) for s in source._series.values()),
         "hosts_without_data": failed[-1],
     }
 
@@ -333,7 +426,9 @@ def bench_cost(hosts: int, rounds: int, interval_s: float) -> dict[str, Any]:
     print(
         f"cost: {hosts} hosts at {interval_s:g} s: {100 * share:.2f} % of one core "
         f"(target <= 5 %), +{rss:.1f} MB RSS (target <= 50 MB), "
-        f"hosts without data: {out['hosts_without_data']}"
+        f"hosts without data: {out['hosts_without_data']}; full stores: "
+        f"{out['store_bytes_per_host']} B/host, {out['store_total_mb']} MB "
+        f"(3 h history: {out['store_3h_bytes_per_host']} B/host, {out['store_3h_total_mb']} MB)"
     )
     return out
 

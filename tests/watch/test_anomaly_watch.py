@@ -121,7 +121,7 @@ def test_the_sample_counts_new_hosts_from_activation_and_before_until_the_drain(
     state = _state(plan, StagePhase.BAKING, ("h1",))
     # h1 was last seen untouched at 19 and first seen active at 21
     built = stage_sample(
-        plan, state, plan.stages()[0], source.snapshots, {"h1": 21.0}, {"h1": 19.0}, 40.0, 10.0
+        plan, state, plan.stages()[0], source.ring, {"h1": 21.0}, {"h1": 19.0}, 40.0, 10.0
     )
     s = built.sample
     assert s.reference_kind is Reference.OLD_RELEASE
@@ -133,14 +133,14 @@ def test_the_sample_counts_new_hosts_from_activation_and_before_until_the_drain(
     assert s.planned_rounds == 6
     assert not built.idle
     # a host not yet seen active is not new, whatever its snapshots say
-    none = stage_sample(plan, state, plan.stages()[0], source.snapshots, {}, {}, 40.0, 10.0)
+    none = stage_sample(plan, state, plan.stages()[0], source.ring, {}, {}, 40.0, 10.0)
     assert none.sample.new == ()
     assert none.sample.reference == ()
     assert not none.idle
 
 
 def _watch(plan: Plan, source: AgentSource) -> AnomalyWatch:
-    return AnomalyWatch(plan, AnomalySettings(), source.snapshots, interval_s=10.0)
+    return AnomalyWatch(plan, AnomalySettings(), source.ring, interval_s=10.0)
 
 
 def _run(plan: Plan, h1_rate: float, h1_err: float, ref_rate: float = 20.0) -> AnomalyWatch:

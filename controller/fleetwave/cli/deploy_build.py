@@ -39,7 +39,15 @@ def build_watcher(pipeline: Any, plan: Any, transport: Any) -> Watcher | None:
         prom = PrometheusSource(p.url, host_label=p.host_label, timeout_s=p.timeout_s)
     poller = None
     if ws.source != "prometheus" or detecting:
-        poller = AgentSource(transport, plan.hosts(), clock=time.time, timeout_s=ws.interval_s)
+        keep, retention = agent_storage(pipeline, plan, detecting=detecting)
+        poller = AgentSource(
+            transport,
+            plan.hosts(),
+            clock=time.time,
+            timeout_s=ws.interval_s,
+            keep=keep,
+            retention=retention,
+        )
     if ws.source == "prometheus":
         assert prom is not None  # the loader requires the URL
         source: Any = prom
@@ -48,7 +56,7 @@ def build_watcher(pipeline: Any, plan: Any, transport: Any) -> Watcher | None:
     anomaly = None
     if detecting:
         assert poller is not None
-        anomaly = AnomalyWatch(plan, pipeline.anomaly, poller.snapshots, interval_s=ws.interval_s)
+        anomaly = AnomalyWatch(plan, pipeline.anomaly, poller.ring, interval_s=ws.interval_s)
     return Watcher(
         plan,
         pipeline.alarms,
@@ -62,6 +70,29 @@ def build_watcher(pipeline: Any, plan: Any, transport: Any) -> Watcher | None:
         poller=poller,
         anomaly=anomaly,
     )
+
+
+def agent_storage(pipeline: Any, plan: Any, *, detecting: bool) -> tuple[frozenset[str], Any]:
+    """What the agent source stores, from the pipeline: the samples its metric alarms
+    and counted bakes read (plus the anomaly detector's when ``detecting``), and a
+    retention whose fine tier covers the longest alarm window and whose history covers
+    twice the longest bake (``fleetwave.watch.ring.retention_for``)."""
+    from fleetwave.config.alarms import AGENT_METRICS, MetricAlarm
+    from fleetwave.watch.ring import ANOMALY_SAMPLES, retention_for
+
+    names: set[str] = set()
+    longest_alarm = 0.0
+    for alarm in pipeline.alarms.values():
+        if isinstance(alarm, MetricAlarm) and not alarm.source.promql:
+            names.update(n for n in (alarm.source.metric, alarm.source.denominator) if n)
+            longest_alarm = max(longest_alarm, alarm.period_s * alarm.evaluation_periods)
+    bakes = [s.bake for s in plan.stages()] + [w.bake_after for w in plan.waves]
+    names.update(b.metric for b in bakes if b.metric and b.min_datapoints)
+    keep = {AGENT_METRICS[n].sample for n in names if n in AGENT_METRICS}
+    if detecting:
+        keep |= ANOMALY_SAMPLES
+    longest_bake = max((max(b.duration_s, b.max_bake_s or 0.0) for b in bakes), default=0.0)
+    return frozenset(keep), retention_for(longest_alarm, longest_bake, pipeline.watch.interval_s)
 
 
 def _counts_data(plan: Any) -> bool:

@@ -1,7 +1,7 @@
 """The anomaly detector, run by the watcher: one verdict per stage per round.
 
 At every round, for each stage being rolled or baked, :func:`stage_sample` builds
-the detector's input from the agent source's snapshot rings and the engine's state:
+the detector's input from the agent source's stored rows and the engine's state:
 
 * **new**: the stage's hosts activated on the new release and in rotation (phase
   DONE, serving), each from the first round that saw it so (a host seen half a round
@@ -22,7 +22,7 @@ stage's outcome changes: FAIL rolls the deployment back in the engine.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fleetwave.config.anomaly import AnomalySettings
@@ -32,7 +32,6 @@ from fleetwave.rollout.gates import AnomalyReading
 from fleetwave.rollout.state import HostPhase, HostState, Phase, StagePhase, State
 from fleetwave.rollout.transitions import ANOMALY_PHASES
 from fleetwave.rollout.types import AnomalyOutcome
-from fleetwave.watch.agent_source import Snapshot
 from fleetwave.watch.anomaly import (
     HostWindow,
     Outcome,
@@ -41,8 +40,9 @@ from fleetwave.watch.anomaly import (
     detect,
     host_window,
 )
+from fleetwave.watch.ring import HostRing
 
-Rings = Callable[[str], Sequence[Snapshot]]
+Rings = Callable[[str], HostRing]
 
 
 @dataclass(frozen=True)
@@ -172,10 +172,10 @@ class AnomalyWatch:
             if h.phase is HostPhase.PENDING:
                 self.untouched_until[name] = now
             elif _active(h) and name not in self.active_since:
-                ring = self.rings(name)
                 # The newest snapshot came from this round's poll, after `now`: the
                 # first pair counted starts there, when the host already served.
-                last = ring[-1].at if ring else now
+                last = self.rings(name).last_at
+                last = now if last is None else last
                 self.active_since[name] = max(last, now)
             elif not _active(h):
                 self.active_since.pop(name, None)

@@ -7,21 +7,23 @@ open. Give it a transport *instance of its own* (a transport reuses one session 
 host): then polls never queue behind an install running on the engine's session, and
 one session per host costs one agent process (or, resident, one socket connection).
 
-Each host keeps a bounded ring of its last ``capacity`` snapshots (360 at a 10 s
-interval: one hour). :meth:`AgentSource.query` is pure over those rings: counters
-become increases between consecutive snapshots (a reset, e.g. an app restart, counts
-from zero, as Prometheus' ``increase`` does), histograms are merged bucket by bucket
-across hosts, gauges are averaged or maximised. Everything served by another release
-than the query's is left out, and a period without data is missing, never 0.
+Each host's snapshots go into a compact :class:`~fleetwave.watch.ring.HostRing`:
+array columns of only the samples the pipeline reads (``keep``), counters stored as
+reset-adjusted cumulative totals, bounded by time (``retention``: every row for the
+longest alarm window, then one a minute up to the anomaly detector's history; see
+:mod:`fleetwave.watch.ring`). :meth:`AgentSource.query` is pure over those rows:
+counters become increases (a reset, e.g. an app restart, counts from zero, as
+Prometheus' ``increase`` does), histograms are merged bucket by bucket across hosts,
+gauges are averaged or maximised. Everything served by another release than the
+query's is left out, a period without data is missing, never 0, and a metric the
+store does not keep is a MetricQueryError ("not collected").
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import math
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,28 +32,17 @@ from fleetwave.config.alarms import AGENT_METRICS, MetricKind, MetricSpec, Stati
 from fleetwave.errors import FleetwaveError, MetricQueryError
 from fleetwave.planning.model import HostRef
 from fleetwave.transport.base import AgentSession, Transport
+from fleetwave.watch.ring import (
+    ALL_SAMPLES,
+    SOURCE,
+    Histogram,
+    HostRing,
+    Retention,
+    Snapshot,
+)
 from fleetwave.watch.source import Datapoint, MetricQuery, Series, Window, clean
 
-NAME = "agent"
-DEFAULT_CAPACITY = 360
-
-
-@dataclass(frozen=True)
-class Histogram:
-    le: tuple[float, ...]  # upper bounds, +Inf last
-    counts: tuple[float, ...]  # cumulative
-    sum: float
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One host's snapshot as stored: when it arrived (controller clock) and its values."""
-
-    at: float
-    release: str | None
-    counters: Mapping[str, float]
-    gauges: Mapping[str, tuple[float, ...]]
-    histograms: Mapping[str, Histogram]
+NAME = SOURCE
 
 
 def parse_snapshot(data: Mapping[str, Any], at: float) -> Snapshot:
@@ -78,7 +69,7 @@ def parse_snapshot(data: Mapping[str, Any], at: float) -> Snapshot:
 
 @dataclass
 class _HostSeries:
-    ring: deque[Snapshot]
+    ring: HostRing
     session: AgentSession | None = None
     errors: int = 0
     last_error: str = ""
@@ -104,7 +95,8 @@ class AgentSource:
         hosts: Iterable[HostRef],
         *,
         clock: Callable[[], float],
-        capacity: int = DEFAULT_CAPACITY,
+        keep: Iterable[str] = ALL_SAMPLES,
+        retention: Retention | None = None,
         timeout_s: float = 5.0,
         concurrency: int = 200,
     ) -> None:
@@ -113,7 +105,11 @@ class AgentSource:
         self.clock = clock
         self.timeout_s = timeout_s
         self._limit = asyncio.Semaphore(concurrency)
-        self._series = {name: _HostSeries(deque(maxlen=capacity)) for name in self.hosts}
+        self.keep = frozenset(keep)
+        self.retention = retention or Retention()
+        self._series = {
+            name: _HostSeries(HostRing(self.keep, self.retention)) for name in self.hosts
+        }
 
     # ------------------------------------------------------------ I/O shell
 
@@ -155,18 +151,19 @@ class AgentSource:
 
     def ingest(self, host: str, data: Mapping[str, Any], at: float) -> None:
         """Store one snapshot of ``host`` received at ``at``."""
-        self._series[host].ring.append(parse_snapshot(data, at))
+        self._series[host].ring.ingest(parse_snapshot(data, at))
 
-    def snapshots(self, host: str) -> Sequence[Snapshot]:
-        return tuple(self._series[host].ring)
+    def ring(self, host: str) -> HostRing:
+        """``host``'s stored rows (the anomaly detector reads them)."""
+        return self._series[host].ring
 
     async def query(self, query: MetricQuery, window: Window) -> Series:
-        """See :class:`fleetwave.watch.source.MetricSource`; pure over the rings."""
+        """See :class:`fleetwave.watch.source.MetricSource`; pure over the stored rows."""
         return compute(query, window, {h: s.ring for h, s in self._series.items()})
 
 
-def compute(query: MetricQuery, window: Window, rings: Mapping[str, Sequence[Snapshot]]) -> Series:
-    """The datapoints of ``query`` over ``window`` from stored snapshots (pure)."""
+def compute(query: MetricQuery, window: Window, rings: Mapping[str, HostRing]) -> Series:
+    """The datapoints of ``query`` over ``window`` from stored rows (pure)."""
     spec = query.metric
     if spec.promql:
         raise MetricQueryError(NAME, "the agent source does not run PromQL")
@@ -174,7 +171,7 @@ def compute(query: MetricQuery, window: Window, rings: Mapping[str, Sequence[Sna
     if metric is None or spec.statistic is None:
         raise MetricQueryError(NAME, f"unknown agent metric {spec.metric!r}")
     hosts = sorted(query.hosts) if query.hosts else sorted(rings)
-    chosen = [list(rings.get(h, ())) for h in hosts]
+    chosen = [rings[h] for h in hosts if h in rings]
     points = []
     for start, end in window.bounds():
         value, samples = _period(
@@ -182,31 +179,6 @@ def compute(query: MetricQuery, window: Window, rings: Mapping[str, Sequence[Sna
         )
         points.append(Datapoint(end, clean(value), samples))
     return Series(tuple(points))
-
-
-def _in_period(ring: Sequence[Snapshot], start: float, end: float) -> range:
-    """Indexes of the snapshots inside (start, end]."""
-    times = [s.at for s in ring]
-    return range(bisect.bisect_right(times, start), bisect.bisect_right(times, end))
-
-
-def _pairs(
-    ring: Sequence[Snapshot], start: float, end: float, release: str | None
-) -> list[tuple[Snapshot, Snapshot]]:
-    """Consecutive snapshots (prev, cur) with ``cur`` inside (start, end] and, with a
-    release, served by it."""
-    return [
-        (ring[k - 1], ring[k])
-        for k in _in_period(ring, start, end)
-        if k > 0 and (release is None or ring[k].release == release)
-    ]
-
-
-def _increase(prev: float | None, cur: float | None) -> float | None:
-    """Counter increase; a reset (the value went down) counts from zero."""
-    if cur is None or prev is None:
-        return None
-    return cur if cur < prev else cur - prev
 
 
 @dataclass
@@ -217,19 +189,13 @@ class _Counted:
 
 
 def _counter(
-    sample: str, hosts: list[list[Snapshot]], start: float, end: float, release: str | None
+    sample: str, hosts: list[HostRing], start: float, end: float, release: str | None
 ) -> _Counted:
     out = _Counted()
     for ring in hosts:
-        inc = span = 0.0
-        for prev, cur in _pairs(ring, start, end, release):
-            delta = _increase(prev.counters.get(sample), cur.counters.get(sample))
-            if delta is None:
-                continue
-            inc += delta
-            span += cur.at - prev.at
-            out.pairs += 1
+        inc, span, pairs = ring.counter(sample, ring.runs(start, end, release))
         out.increase += inc
+        out.pairs += pairs
         if span > 0:
             out.rate += inc / span
     return out
@@ -240,7 +206,7 @@ def _period(
     kind: MetricKind,
     spec: MetricSpec,
     release: str | None,
-    hosts: list[list[Snapshot]],
+    hosts: list[HostRing],
     start: float,
     end: float,
 ) -> tuple[float | None, float]:
@@ -259,24 +225,20 @@ def _period(
             return num.increase, float(num.pairs)
         return num.rate, float(num.pairs)
     if kind is MetricKind.GAUGE:
-        values = [
-            v
-            for ring in hosts
-            for k in _in_period(ring, start, end)
-            if release is None or ring[k].release == release
-            for v in ring[k].gauges.get(sample, ())
-        ]
-        if not values:
+        total, n, top = 0.0, 0, -math.inf
+        for ring in hosts:
+            s, k, m = ring.gauge(sample, ring.runs(start, end, release, pairs=False))
+            total, n, top = total + s, n + k, max(top, m)
+        if not n:
             return None, 0.0
-        value = max(values) if stat is Statistic.MAX else sum(values) / len(values)
-        return value, float(len(values))
+        return (top if stat is Statistic.MAX else total / n), float(n)
     return _histogram(sample, stat, hosts, start, end, release)
 
 
 def _histogram(
     sample: str,
     stat: Statistic | None,
-    hosts: list[list[Snapshot]],
+    hosts: list[HostRing],
     start: float,
     end: float,
     release: str | None,
@@ -284,17 +246,13 @@ def _histogram(
     merged: dict[float, float] = {}
     total_sum = 0.0
     for ring in hosts:
-        for prev, cur in _pairs(ring, start, end, release):
-            now = cur.histograms.get(sample)
-            if now is None:
-                continue
-            old = prev.histograms.get(sample)
-            before = dict(zip(old.le, old.counts, strict=True)) if old is not None else {}
-            reset = old is None or now.counts[-1] < old.counts[-1]
-            for le, count in zip(now.le, now.counts, strict=True):
-                delta = count if reset else count - before.get(le, 0.0)
-                merged[le] = merged.get(le, 0.0) + max(delta, 0.0)
-            total_sum += now.sum if reset or old is None else max(now.sum - old.sum, 0.0)
+        got = ring.histogram(sample, ring.runs(start, end, release))
+        if got is None:
+            continue
+        le, counts, dsum, _ = got
+        for bound, count in zip(le, counts, strict=True):
+            merged[bound] = merged.get(bound, 0.0) + count
+        total_sum += dsum
     total = merged.get(math.inf, 0.0)
     if total <= 0:
         return None, 0.0

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from fleetwave.config.alarms import MetricSpec, Statistic
-from fleetwave.watch.agent_source import Snapshot, compute, parse_snapshot
+from fleetwave.watch.agent_source import compute, parse_snapshot
 from fleetwave.watch.anomaly import host_window
+from fleetwave.watch.ring import Snapshot, ring_of
 from fleetwave.watch.source import MetricQuery, Window
 
 pytestmark = pytest.mark.unit
@@ -44,7 +45,7 @@ def snap(
     return parse_snapshot(data, at)
 
 
-RING = [
+SNAPS = [
     snap(0, 0, 0, 0.0, [0, 0, 0], release="1"),
     snap(10, 100, 1, 1.0, [80, 95, 100]),
     snap(20, 250, 3, 2.0, [200, 240, 250]),
@@ -52,6 +53,7 @@ RING = [
     snap(40, 120, 2, 1.1, [70, 110, 120], up=0.0),
     snap(50, 220, 2, 2.1, [150, 210, 220]),
 ]
+RING = ring_of(SNAPS)
 
 
 def test_counts_with_resets_and_only_the_release() -> None:
