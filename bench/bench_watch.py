@@ -20,11 +20,13 @@ Before the rounds, every host's store is filled with ``history_s`` of synthetic
 snapshots of the real agent's shape (host metrics plus the app's request counters and
 latency histogram) at the interval, so the figures are those of full stores; the
 store's own bytes per host are measured with tracemalloc on 100 such stores, for the
-lab pipeline's retention and for a 3 h history (the cap: pipelines with 1 h bakes).
+lab pipeline's retention and for 1 h bakes. ``--bake S`` runs the rounds with the
+retention of a pipeline whose longest bake is S seconds (stored as ``cost_bake_Ss``).
 
     python bench/bench_watch.py                    # both, 5 detect runs, 6 cost rounds
     python bench/bench_watch.py --only detect --runs 3
     python bench/bench_watch.py --only cost --hosts 1000 --rounds 6
+    python bench/bench_watch.py --only cost --hosts 1000 --rounds 6 --bake 3600
 
 Writes ``bench/results/watch.json``.
 """
@@ -80,7 +82,7 @@ from fleetwave.rollout.types import Finish  # noqa: E402
 from fleetwave.rollout.watching import Watcher  # noqa: E402
 from fleetwave.transport.ssh import SshTransport  # noqa: E402
 from fleetwave.watch.agent_source import AgentSource, parse_snapshot  # noqa: E402
-from fleetwave.watch.ring import HostRing, Retention, Snapshot  # noqa: E402
+from fleetwave.watch.ring import HostRing, Retention, Snapshot, retention_for  # noqa: E402
 from fleetwave_agent.config import AccessLogSource, AgentConfig, AppConfig, ExporterConfig  # noqa: E402
 from fleetwave_agent.operations import Agent  # noqa: E402
 from fleetwave_agent.rpc import RpcServer  # noqa: E402
@@ -319,17 +321,19 @@ def store_bytes(keep: frozenset[str], retention: Retention, interval_s: float) -
 
 
 async def watch_rounds(
-    info: dict[str, Any], known_hosts: str, rounds: int, interval_s: float
+    info: dict[str, Any], known_hosts: str, rounds: int, interval_s: float, bake_s: float
 ) -> dict[str, Any]:
     pipeline = load_pipeline(ROOT / "examples" / "lab" / "pipeline.yaml")
     pipeline = dataclasses.replace(
         pipeline, watch=dataclasses.replace(pipeline.watch, interval_s=interval_s)
     )
     hosts = len(info["hosts"])
-    plan = make_plan([[[hosts]]])
+    # The stores' retention follows the bakes: twice the longest (see watch/ring.py).
+    plan = make_plan([[[hosts]]], bake_s=bake_s)
     keep, retention = agent_storage(pipeline, plan, detecting=pipeline.anomaly.enabled)
     per_host, rows = store_bytes(keep, retention, interval_s)
-    long = dataclasses.replace(retention, history_s=3 * 3600.0)
+    # The lab pipeline with 1 h bakes (a 2 h 10 min history): fine_s less its 2 intervals.
+    long = retention_for(retention.fine_s - 2 * interval_s, 3600.0, interval_s)
     per_host_3h, rows_3h = store_bytes(keep, long, interval_s)
     print(
         f"store: {len(keep)} samples kept, {retention}: {rows} rows, {per_host} B/host; "
@@ -404,7 +408,7 @@ async def watch_rounds(
     }
 
 
-def bench_cost(hosts: int, rounds: int, interval_s: float) -> dict[str, Any]:
+def bench_cost(hosts: int, rounds: int, interval_s: float, bake_s: float) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 3 * hosts + 256)), hard))
     with tempfile.TemporaryDirectory(prefix="fw-bench-watch-") as tmp:
@@ -416,7 +420,7 @@ def bench_cost(hosts: int, rounds: int, interval_s: float) -> dict[str, Any]:
         try:
             info = json.loads((fleet_dir / "fleet.json").read_text())
             known = Path(info["known_hosts"]).read_text()
-            out = asyncio.run(watch_rounds(info, known, rounds, interval_s))
+            out = asyncio.run(watch_rounds(info, known, rounds, interval_s, bake_s))
         finally:
             assert fleet.stdin is not None
             fleet.stdin.close()
@@ -443,12 +447,16 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=1000, help="cost: hosts")
     parser.add_argument("--rounds", type=int, default=6, help="cost: steady rounds")
     parser.add_argument("--cost-interval", type=float, default=10.0)
+    parser.add_argument(
+        "--bake", type=float, default=0.0, help="cost: the pipeline's longest bake, seconds"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.only in (None, "detect"):
         results["detect"] = bench_detect(args.runs, args.interval, args.period, args.m)
     if args.only in (None, "cost"):
-        results["cost"] = bench_cost(args.hosts, args.rounds, args.cost_interval)
+        key = "cost" if not args.bake else f"cost_bake_{args.bake:g}s"
+        results[key] = bench_cost(args.hosts, args.rounds, args.cost_interval, args.bake)
     results["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return 0

@@ -18,6 +18,7 @@ from fleetwave.watch.anomaly import host_window
 from fleetwave.watch.anomaly.inputs import HostWindow
 from fleetwave.watch.ring import (
     ANOMALY_SAMPLES,
+    COARSE_ROWS,
     HostRing,
     Retention,
     Snapshot,
@@ -228,6 +229,12 @@ def test_retention_from_the_pipeline_numbers() -> None:
     assert (r.fine_s, r.coarse_s, r.history_s) == (60.0, 60.0, 640.0)
     long = retention_for(longest_alarm_s=900.0, longest_bake_s=7200.0, interval_s=10.0)
     assert (long.fine_s, long.history_s) == (920.0, 3 * 3600.0)
+    # the coarse tier holds at most COARSE_ROWS rows, however long the history
+    assert long.coarse_s == pytest.approx((3 * 3600.0 - 920.0) / COARSE_ROWS)
+    hour = retention_for(longest_alarm_s=300.0, longest_bake_s=3600.0, interval_s=10.0)
+    snaps = [_flat(float(t), 10.0 * t) for t in range(0, int(hour.history_s) + 3600, 10)]
+    ring = ring_of(snaps, retention=hour)
+    assert len(ring) <= (hour.fine_s / 10) + COARSE_ROWS + 3
     assert math.isinf(-HostRing().exact_since)
     with pytest.raises(ValueError, match="retention"):
         Retention(fine_s=100.0, history_s=50.0)

@@ -97,6 +97,9 @@ class Retention:
 
 #: The longest history kept by default, whatever the bakes.
 MAX_HISTORY_S = 3 * 3600.0
+#: Rows the coarse tier holds at most: a longer history gets coarser rows, so a host's
+#: store stays near 25 KB whatever the bakes (about 230 B a row, ~10 KB fixed).
+COARSE_ROWS = 48
 
 
 def retention_for(longest_alarm_s: float, longest_bake_s: float, interval_s: float) -> Retention:
@@ -104,11 +107,14 @@ def retention_for(longest_alarm_s: float, longest_bake_s: float, interval_s: flo
     (period x evaluation periods) plus two watch intervals (at least six intervals);
     the history covers the anomaly detector's windows, which reach back from now to a
     host's activation and, for the before-window of the same length, to before its
-    drain: twice the longest bake plus ten minutes, capped at :data:`MAX_HISTORY_S`."""
+    drain: twice the longest bake plus ten minutes, capped at :data:`MAX_HISTORY_S`.
+    The coarse tier's rows are a minute apart, or further apart so that it holds at most
+    :data:`COARSE_ROWS` rows (3 h: one row every ~3.7 minutes; such long windows lose
+    at most one row's span at their start)."""
     fine = max(longest_alarm_s + 2 * interval_s, 6 * interval_s)
-    history = min(MAX_HISTORY_S, 2 * longest_bake_s + 600.0)
-    coarse = max(60.0, interval_s)
-    return Retention(fine_s=fine, coarse_s=coarse, history_s=max(history, fine))
+    history = max(min(MAX_HISTORY_S, 2 * longest_bake_s + 600.0), fine)
+    coarse = max(60.0, interval_s, (history - fine) / COARSE_ROWS)
+    return Retention(fine_s=fine, coarse_s=coarse, history_s=history)
 
 
 def not_collected(sample: str) -> MetricQueryError:
@@ -299,10 +305,18 @@ class HostRing:
             for h in self._hists.values():
                 del h.buckets[: k * len(h.le)]
             self._coarse_n = max(0, self._coarse_n - k)
-        edge = math.floor((t - r.fine_s) / r.coarse_s) * r.coarse_s
+        # Buckets by index, never by a multiplied-back time: with a coarse_s that is
+        # not a whole number, edge / coarse_s may round below the edge's own bucket.
+        edge = math.floor((t - r.fine_s) / r.coarse_s)
         if edge > self._thinned_edge:
             self._thinned_edge = edge
-            self._thin(bisect_left(self._at, edge))
+            at, c = self._at, r.coarse_s
+            end = bisect_left(at, edge * c)
+            while end > 0 and math.floor(at[end - 1] / c) >= edge:
+                end -= 1
+            while end < len(at) and math.floor(at[end] / c) < edge:
+                end += 1
+            self._thin(end)
 
     def _merged(self) -> list[array[float] | array[int]]:
         cols: list[array[float] | array[int]] = []
