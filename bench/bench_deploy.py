@@ -58,7 +58,7 @@ from bench.deploy.lab import (  # noqa: E402
     clean_peer_releases,
     file_sha256,
 )
-from bench.deploy.results import RunResult, markdown, summarise, targets  # noqa: E402
+from bench.deploy.results import ROLLBACK_100_S, RunResult, markdown, summarise, targets  # noqa: E402
 from fleetwave_agent.keys import generate_keypair  # noqa: E402
 from fleetwave_agent.package import build_package, read_manifest  # noqa: E402
 
@@ -587,8 +587,8 @@ def report(
         median = statistics.median(good) if good else float("nan")
         print(
             f"\n## Rollback\n\n{rollbacks[0]['hosts']} hosts: median {median:.2f} s over "
-            f"{len(good)} runs ({len(rollbacks) - len(good)} failed); target < 5 s: "
-            f"{'met' if median < 5 else 'NOT met'}"
+            f"{len(good)} runs ({len(rollbacks) - len(good)} failed); "
+            f"target < {ROLLBACK_100_S:g} s: {'met' if median < ROLLBACK_100_S else 'NOT met'}"
         )
     if args.profile is not None:
         print_profile(args.profile)

@@ -227,6 +227,13 @@ def test_a_column_not_kept_is_not_stored_and_not_queryable() -> None:
 def test_retention_from_the_pipeline_numbers() -> None:
     r = retention_for(longest_alarm_s=15.0, longest_bake_s=20.0, interval_s=10.0)
     assert (r.fine_s, r.coarse_s, r.history_s) == (60.0, 60.0, 640.0)
+    # A 1 s interval and short alarms: coarse rows never further apart than the fine
+    # tier is long, so a 20 s reference window is not cut to a few seconds.
+    quick = retention_for(longest_alarm_s=6.0, longest_bake_s=15.0, interval_s=1.0)
+    assert (quick.fine_s, quick.coarse_s) == (8.0, 8.0)
+    snaps = [_flat(float(t), 10.0 * t, "1") for t in range(0, 200)]
+    ring = ring_of(snaps, retention=quick)
+    assert _count(ring, 170.0, 199.0) >= 10.0 * (29 - quick.coarse_s)
     long = retention_for(longest_alarm_s=900.0, longest_bake_s=7200.0, interval_s=10.0)
     assert (long.fine_s, long.history_s) == (920.0, 3 * 3600.0)
     # the coarse tier holds at most COARSE_ROWS rows, however long the history

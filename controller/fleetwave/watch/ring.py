@@ -97,8 +97,8 @@ class Retention:
 
 #: The longest history kept by default, whatever the bakes.
 MAX_HISTORY_S = 3 * 3600.0
-#: Rows the coarse tier holds at most: a longer history gets coarser rows, so a host's
-#: store stays near 25 KB whatever the bakes (about 230 B a row, ~10 KB fixed).
+#: Rows the coarse tier aims at: a longer history gets coarser rows (up to the fine
+#: tier's length), so a host's store stays small whatever the bakes.
 COARSE_ROWS = 48
 
 
@@ -109,11 +109,14 @@ def retention_for(longest_alarm_s: float, longest_bake_s: float, interval_s: flo
     host's activation and, for the before-window of the same length, to before its
     drain: twice the longest bake plus ten minutes, capped at :data:`MAX_HISTORY_S`.
     The coarse tier's rows are a minute apart, or further apart so that it holds at most
-    :data:`COARSE_ROWS` rows (3 h: one row every ~3.7 minutes; such long windows lose
-    at most one row's span at their start)."""
+    :data:`COARSE_ROWS` rows, but never further apart than the fine tier is long: a
+    window starting in the coarse tier (the anomaly detector's reference and before
+    windows do) loses at most one coarse row's span at its start, and that loss must
+    stay small beside the windows themselves (with a 1 s interval and an 8 s fine tier,
+    60 s rows would cut a 20 s reference window to a few seconds)."""
     fine = max(longest_alarm_s + 2 * interval_s, 6 * interval_s)
     history = max(min(MAX_HISTORY_S, 2 * longest_bake_s + 600.0), fine)
-    coarse = max(60.0, interval_s, (history - fine) / COARSE_ROWS)
+    coarse = min(max(60.0, interval_s, (history - fine) / COARSE_ROWS), fine)
     return Retention(fine_s=fine, coarse_s=coarse, history_s=history)
 
 
