@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetwave.config.alarms import MetricSpec, Statistic
+from fleetwave.config.alarms import AGENT_METRICS, MetricSpec, Statistic
 from fleetwave.errors import MetricQueryError
 from fleetwave.watch.agent_source import compute, parse_snapshot
 from fleetwave.watch.anomaly import host_window
@@ -31,13 +32,10 @@ from .reference import ref_compute, ref_host_window
 
 pytestmark = pytest.mark.unit
 
-REQ = "fleetwave_agent_app_requests_total"
-ERR = "fleetwave_agent_app_request_errors_total"
-CPU = "fleetwave_agent_app_cpu_seconds_total"
-LAT = "fleetwave_agent_app_request_duration_seconds"
-RSS = "fleetwave_agent_app_resident_memory_bytes"
-UP = "fleetwave_agent_app_up"
-HEALTH = "fleetwave_agent_health_check_up"
+REQ, ERR, CPU, LAT, RSS, UP, HEALTH = (
+    AGENT_METRICS[n].sample
+    for n in ("requests", "errors", "app_cpu", "latency", "app_memory", "app_up", "health")
+)
 LE = ["0.1", "1", "+Inf"]
 
 
@@ -245,3 +243,21 @@ def test_retention_from_the_pipeline_numbers() -> None:
     assert math.isinf(-HostRing().exact_since)
     with pytest.raises(ValueError, match="retention"):
         Retention(fine_s=100.0, history_s=50.0)
+
+
+def test_the_store_keeps_what_the_lab_pipeline_reads() -> None:
+    from fleetwave.cli.deploy_build import agent_storage
+    from fleetwave.config.pipeline import load_pipeline
+    from fleetwave.planning.planner import plan_pipeline
+
+    pipeline = load_pipeline(Path(__file__).resolve().parents[2] / "examples/lab/pipeline.yaml")
+    plan = plan_pipeline(pipeline)
+    keep, retention = agent_storage(pipeline, plan, detecting=False)
+    # Its alarms read errors / requests and latency; its bakes count requests. No host
+    # metric is stored: no alarm reads one.
+    assert keep == {REQ, ERR, LAT}
+    # Longest alarm window 30 s (10 s x 3) + two 2 s intervals; history twice the
+    # one-box's 20 s bake + 10 minutes; coarse rows no further apart than the fine tier.
+    assert retention == Retention(fine_s=34.0, coarse_s=34.0, history_s=640.0)
+    detecting, _ = agent_storage(pipeline, plan, detecting=True)
+    assert detecting == keep | ANOMALY_SAMPLES

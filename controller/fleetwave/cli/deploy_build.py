@@ -86,7 +86,7 @@ def agent_storage(pipeline: Any, plan: Any, *, detecting: bool) -> tuple[frozens
         if isinstance(alarm, MetricAlarm) and not alarm.source.promql:
             names.update(n for n in (alarm.source.metric, alarm.source.denominator) if n)
             longest_alarm = max(longest_alarm, alarm.period_s * alarm.evaluation_periods)
-    bakes = [s.bake for s in plan.stages()] + [w.bake_after for w in plan.waves]
+    bakes = _bakes(plan)
     names.update(b.metric for b in bakes if b.metric and b.min_datapoints)
     keep = {AGENT_METRICS[n].sample for n in names if n in AGENT_METRICS}
     if detecting:
@@ -95,9 +95,13 @@ def agent_storage(pipeline: Any, plan: Any, *, detecting: bool) -> tuple[frozens
     return frozenset(keep), retention_for(longest_alarm, longest_bake, pipeline.watch.interval_s)
 
 
+def _bakes(plan: Any) -> list[Any]:
+    """Every bake of the plan: each stage's, then each wave's."""
+    return [s.bake for s in plan.stages()] + [w.bake_after for w in plan.waves]
+
+
 def _counts_data(plan: Any) -> bool:
-    bakes = [s.bake for s in plan.stages()] + [w.bake_after for w in plan.waves]
-    return any(b.metric and b.min_datapoints for b in bakes)
+    return any(b.metric and b.min_datapoints for b in _bakes(plan))
 
 
 def build_gates(pipeline: Any, watcher: Watcher | None, release: str | None) -> Gates:
